@@ -1,0 +1,209 @@
+"""The Flask application: /validate, /healthz, /readyz, /metrics.
+
+HTTP bytes in, AdmissionReview bytes out. The handler never lets an exception escape:
+malformed input is a 4xx with a reason, an unexpected error a 500 that echoes the uid
+where known; every answer to /validate is logged once with its uid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CollectorRegistry
+from werkzeug.exceptions import HTTPException
+
+from webhook.observe import DECISION_LOGGER, Metrics, metric_path
+from webhook.policy import Decision, review
+from webhook.review import MalformedReview
+from webhook.settings import Settings
+
+JSON: Final = "application/json"
+Readiness = Callable[[], tuple[bool, str]]
+
+decision_log = logging.getLogger(DECISION_LOGGER)
+error_log = logging.getLogger("pod_replace_guard.app")
+
+admission = Blueprint("admission", __name__)
+health = Blueprint("health", __name__)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status=status, mimetype=JSON)
+
+
+def _failure(code: int, reason: str, message: str, uid: str | None = None) -> Response:
+    """A metav1.Status body, which the API server quotes in its error."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+    if uid:
+        body["details"] = {"uid": uid}
+    return _json(body, code)
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["PRG_SETTINGS"]
+    return settings
+
+
+def _metrics() -> Metrics:
+    metrics: Metrics = current_app.config["PRG_METRICS"]
+    return metrics
+
+
+def _refuse(status: int, reason: str, message: str, uid: str | None = None) -> Response:
+    _metrics().malformed.labels(reason=message).inc()
+    decision_log.warning(
+        "malformed admission request",
+        extra={"event": "malformed", "uid": uid or "", "status": status, "reason": message},
+    )
+    return _failure(status, reason, message, uid)
+
+
+def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: float) -> None:
+    decision_log.info(
+        "admission decision",
+        extra={
+            "fields": {
+                "event": "decision",
+                "uid": decision.uid,
+                **request_fields,
+                "allowed": decision.allowed,
+                "judged": decision.judged,
+                "skip_reason": decision.skip_reason,
+                "violations": decision.violation_paths,
+                "mode": decision.mode,
+                "duration_ms": round(duration * 1000, 3),
+            }
+        },
+    )
+
+
+def _decision_label(decision: Decision) -> str:
+    if not decision.judged:
+        return "skipped"
+    if not decision.violations:
+        return "allowed"
+    return {"enforce": "denied", "warn": "warned", "audit": "audited"}[decision.mode]
+
+
+def _peek_uid(body: object) -> str | None:
+    if isinstance(body, dict):
+        request_part = body.get("request")
+        if isinstance(request_part, dict) and isinstance(request_part.get("uid"), str):
+            return str(request_part["uid"])
+    return None
+
+
+@admission.post("/validate")
+def validate() -> Response:
+    started = time.perf_counter()
+    metrics = _metrics()
+    metrics.in_flight.inc()
+    uid: str | None = None
+    try:
+        if request.mimetype != JSON:
+            return _refuse(415, "UnsupportedMediaType", "content type must be application/json")
+        # Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH before reading,
+        # and stops a chunked body as soon as it passes the limit (HTTP 413).
+        raw = request.get_data(cache=False)
+        if not raw:
+            return _refuse(400, "BadRequest", "request body is empty")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _refuse(400, "BadRequest", "request body is not valid JSON")
+        uid = _peek_uid(body)
+        try:
+            answer, decision = review(body, _settings())
+        except MalformedReview as error:
+            return _refuse(400, "BadRequest", error.reason, error.uid or uid)
+        duration = time.perf_counter() - started
+        req = body["request"]
+        operation = req["operation"]
+        user = req.get("userInfo") or {}
+        fields = {
+            "operation": operation,
+            "namespace": req.get("namespace") or "",
+            "name": req.get("name") or "",
+            "resource": (req.get("resource") or {}).get("resource", ""),
+            "sub_resource": req.get("subResource") or "",
+            "user": user.get("username", ""),
+            "dry_run": bool(req.get("dryRun")),
+        }
+        metrics.requests.labels(operation=operation, decision=_decision_label(decision)).inc()
+        metrics.duration.labels(operation=operation).observe(duration)
+        for violation in decision.violations:
+            metrics.violations.labels(path=metric_path(violation.path)).inc()
+        _log_decision(decision, fields, duration)
+        return _json(answer)
+    except HTTPException as error:  # 413 from the body limit, raised while reading
+        return _refuse(
+            error.code or 400, error.name.replace(" ", ""), error.description or error.name, uid
+        )
+    except Exception:
+        metrics.errors.inc()
+        error_log.exception(
+            "unexpected error while answering an admission review", extra={"uid": uid or ""}
+        )
+        decision_log.error(
+            "admission request failed", extra={"event": "error", "uid": uid or "", "status": 500}
+        )
+        return _failure(500, "InternalError", "internal error while judging the review", uid)
+    finally:
+        metrics.in_flight.dec()
+
+
+@health.get("/healthz")
+def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@health.get("/readyz")
+def readyz() -> Response:
+    ready, reason = current_app.config["PRG_READINESS"]()
+    return _json(
+        {"status": "ok" if ready else "unavailable", "reason": reason}, 200 if ready else 503
+    )
+
+
+@health.get("/metrics")
+def metrics_endpoint() -> Response:
+    return Response(_metrics().exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _always_ready() -> tuple[bool, str]:
+    return True, "configuration valid"
+
+
+def create_app(settings: Settings, readiness: Readiness | None = None) -> Flask:
+    """The application factory. ``readiness`` reports whether the certificate is loaded."""
+    app = Flask("pod_replace_guard")
+    app.config.update(
+        PRG_SETTINGS=settings,
+        PRG_METRICS=Metrics(CollectorRegistry()),
+        PRG_READINESS=readiness or _always_ready,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+    )
+    app.register_blueprint(admission)
+    app.register_blueprint(health)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        # Flask's own errors (404, 405) in the same JSON shape as ours.
+        code = error.code or 500
+        if request.path == "/validate":
+            _metrics().malformed.labels(reason=error.name.lower()).inc()
+        return _failure(code, error.name.replace(" ", ""), error.description or error.name)
+
+    return app

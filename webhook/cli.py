@@ -1,0 +1,327 @@
+"""Command line: ``serve``, ``check`` and ``certs`` (``python -m webhook`` / ``pod-replace-guard``).
+
+Bad input exits 2 with one line on stderr and no traceback; ``check`` exits 0 when the
+update would be allowed and 1 when it would be denied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import IO, Any, NoReturn
+
+import yaml
+
+from webhook.review import MalformedReview
+from webhook.settings import ConfigError, Settings, load_settings
+
+PROG = "pod-replace-guard"
+EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
+
+# Metadata the API server takes from the stored object when an update leaves it out
+# (rest.BeforeUpdate), so a manifest without them compares like the server sees it.
+SERVER_FILLED_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "resourceVersion",
+    "generation",
+    "managedFields",
+    "selfLink",
+)
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+class _StringTimestampLoader(yaml.SafeLoader):
+    """YAML without implicit timestamps: creationTimestamp stays a string, as in JSON."""
+
+
+_StringTimestampLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _read_source(source: str, stdin: IO[str]) -> str:
+    if source == "-":
+        return stdin.read()
+    try:
+        with open(source, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as error:
+        raise UsageError(f"cannot read {source}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{source} is not UTF-8 text") from error
+
+
+def load_pod(source: str, stdin: IO[str]) -> dict[str, Any]:
+    """A pod from a JSON or YAML file (``-`` for stdin)."""
+    text = _read_source(source, stdin)
+    name = "stdin" if source == "-" else source
+    try:
+        documents = [
+            doc for doc in yaml.load_all(text, Loader=_StringTimestampLoader) if doc is not None
+        ]
+    except yaml.YAMLError as error:
+        raise UsageError(f"{name} is neither JSON nor YAML") from error
+    except RecursionError as error:
+        raise UsageError(f"{name} nests too deeply") from error
+    if len(documents) != 1:
+        raise UsageError(f"{name} must hold exactly one object, found {len(documents)}")
+    pod = documents[0]
+    if not isinstance(pod, dict):
+        raise UsageError(f"{name} must hold a Pod object, not a {type(pod).__name__}")
+    kind = pod.get("kind")
+    if kind is not None and kind != "Pod":
+        raise UsageError(f"{name} holds a {kind}, not a Pod")
+    return pod
+
+
+def fill_server_fields(live: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with the metadata the API server would take from the live pod."""
+    filled = dict(manifest)
+    metadata = dict(filled.get("metadata") or {})
+    live_metadata = live.get("metadata") or {}
+    for key in SERVER_FILLED_METADATA:
+        if key not in metadata and key in live_metadata:
+            metadata[key] = live_metadata[key]
+    filled["metadata"] = metadata
+    if "status" not in filled and "status" in live:
+        filled["status"] = live["status"]
+    return filled
+
+
+def read_live_pod(
+    manifest: dict[str, Any], kubeconfig: str | None, context: str | None
+) -> dict[str, Any]:
+    """The pod the manifest names, read from the cluster of the kubeconfig."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    metadata = manifest.get("metadata") or {}
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise UsageError("--live needs metadata.name in the --new manifest")
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        contexts, current = config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
+        chosen = context or current["name"]
+        context_namespace = next(
+            (entry["context"].get("namespace") for entry in contexts if entry["name"] == chosen),
+            None,
+        )
+        namespace = metadata.get("namespace") or context_namespace or "default"
+        response: Any = client.CoreV1Api().read_namespaced_pod(
+            name, namespace, _preload_content=False, _request_timeout=30
+        )
+        live: dict[str, Any] = json.loads(response.data)
+    except ConfigException as error:
+        raise UsageError(f"cannot load kubeconfig: {error}") from error
+    except ApiException as error:
+        raise UsageError(f"cannot read pod {name}: {error.status} {error.reason}") from error
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot reach the cluster: {type(error).__name__}") from error
+    return live
+
+
+def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The verdict of the webhook in enforce mode for replacing ``old`` with ``new``."""
+    from webhook.policy import decide
+    from webhook.review import AdmissionRequest
+
+    metadata = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
+    request: AdmissionRequest = {
+        "uid": "offline-check",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "operation": "UPDATE",
+        "name": str((metadata or {}).get("name") or ""),
+        "namespace": "",
+        "userInfo": {"username": ""},
+        "object": new,
+        "oldObject": old,
+    }
+    decision = decide(request, Settings(mode="enforce", exempt_namespaces=(), namespace=""))
+    status = decision.response.get("status") or {}
+    return {
+        "allowed": decision.allowed,
+        "violations": [{"path": path} for path in decision.violation_paths],
+        "message": status.get("message", "pod update allowed"),
+    }
+
+
+def _print_verdict(verdict: dict[str, Any], output: str, out: IO[str]) -> None:
+    if output == "json":
+        out.write(json.dumps(verdict) + "\n")
+        return
+    if verdict["allowed"]:
+        out.write("allowed: the update changes only fields that may be updated\n")
+        return
+    out.write("denied: these fields may not be changed:\n")
+    for violation in verdict["violations"]:
+        out.write(f"  {violation['path']}\n")
+    out.write(verdict["message"].split(". ", 1)[-1] + "\n")
+
+
+def _cmd_check(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+    if args.live and args.old:
+        raise UsageError("--live reads the old object from the cluster; do not also pass --old")
+    if not args.live and not args.old:
+        raise UsageError("--old is required (or --live to read it from the cluster)")
+    if args.old == "-" and args.new == "-":
+        raise UsageError("only one of --old and --new can be stdin")
+    new = load_pod(args.new, stdin)
+    if args.live:
+        old = read_live_pod(new, args.kubeconfig, args.context)
+        new = fill_server_fields(old, new)
+    else:
+        old = load_pod(args.old, stdin)
+    try:
+        verdict = check(old, new)
+    except MalformedReview as error:
+        raise UsageError(error.reason) from error
+    _print_verdict(verdict, args.output, out)
+    return EXIT_ALLOWED if verdict["allowed"] else EXIT_DENIED
+
+
+def _cmd_certs(args: argparse.Namespace, out: IO[str]) -> int:
+    from webhook.certs import CertificateError, write_certificates
+
+    try:
+        issued = write_certificates(
+            args.out,
+            args.service,
+            args.namespace,
+            args.host,
+            args.ip,
+            new_ca=args.new_ca,
+            days=args.days,
+        )
+    except CertificateError as error:
+        raise UsageError(str(error)) from error
+    except OSError as error:
+        raise UsageError(f"cannot write to {args.out}: {error.strerror}") from error
+    out.write(issued.ca_bundle + "\n")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from webhook.observe import configure_logging
+
+    settings = load_settings(
+        config_file=args.config,
+        overrides={
+            "bind": args.bind,
+            "cert_dir": args.cert_dir,
+            "client_ca": args.client_ca,
+            "mode": args.mode,
+            "workers": args.workers,
+            "threads": args.threads,
+            "tls_min_version": args.tls_min_version,
+        },
+    )
+    configure_logging(settings.log_level)
+    log = logging.getLogger("pod_replace_guard.cli")
+    from webhook.certs import has_serving_certificate, write_certificates
+
+    if not has_serving_certificate(settings.cert_dir):
+        issued = write_certificates(settings.cert_dir, "pod-replace-guard", settings.namespace)
+        log.info(
+            "no certificate found: generated a development CA and serving certificate",
+            extra={"event": "dev-certificates", "cert_dir": str(issued.out_dir)},
+        )
+    from webhook.serving import prepare_metrics_dir
+
+    prepare_metrics_dir()
+    from webhook.serving import run_gunicorn
+
+    log.info(
+        "starting pod-replace-guard",
+        extra={
+            "event": "start",
+            "bind": settings.bind,
+            "mode": settings.mode,
+            "workers": settings.workers,
+        },
+    )
+    run_gunicorn(settings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG, description="Kubernetes admission webhook for the pod replace rules."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="serve the webhook with gunicorn over TLS")
+    serve.add_argument("--bind", help="HOST:PORT (default 0.0.0.0:8443, PRG_BIND)")
+    serve.add_argument(
+        "--cert-dir", help="directory with tls.crt and tls.key (generated if absent)"
+    )
+    serve.add_argument("--client-ca", help="require client certificates signed by this CA file")
+    serve.add_argument("--config", help="YAML settings file (PRG_CONFIG)")
+    serve.add_argument("--mode", help="enforce, warn or audit (PRG_MODE)")
+    serve.add_argument("--workers", help="gunicorn worker processes (PRG_WORKERS)")
+    serve.add_argument("--threads", help="threads per worker (PRG_THREADS)")
+    serve.add_argument("--tls-min-version", help="1.2 or 1.3 (PRG_TLS_MIN_VERSION)")
+
+    check_cmd = commands.add_parser(
+        "check", help="judge replacing OLD with NEW offline (enforce mode)"
+    )
+    check_cmd.add_argument("--old", help="the current pod (JSON or YAML file, - for stdin)")
+    check_cmd.add_argument(
+        "--new", required=True, help="the replacement (JSON or YAML file, - for stdin)"
+    )
+    check_cmd.add_argument(
+        "--live", action="store_true", help="read the current pod from the cluster"
+    )
+    check_cmd.add_argument(
+        "--kubeconfig", help="kubeconfig for --live (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    check_cmd.add_argument("--context", help="kubeconfig context for --live")
+    check_cmd.add_argument("--output", "-o", choices=("text", "json"), default="text")
+
+    certs = commands.add_parser(
+        "certs", help="write a CA and a serving certificate; print the caBundle"
+    )
+    certs.add_argument("--out", required=True, help="output directory")
+    certs.add_argument("--service", required=True, help="the webhook's Service name")
+    certs.add_argument("--namespace", required=True, help="the webhook's namespace")
+    certs.add_argument("--host", action="append", default=[], help="an extra DNS name (repeatable)")
+    certs.add_argument("--ip", action="append", default=[], help="an extra IP address (repeatable)")
+    certs.add_argument("--new-ca", action="store_true", help="replace the CA instead of reusing it")
+    certs.add_argument("--days", type=int, default=365, help="serving certificate validity (days)")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, stdin: IO[str] | None = None, out: IO[str] | None = None
+) -> int:
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "check":
+            return _cmd_check(args, stdin, out)
+        if args.command == "certs":
+            return _cmd_certs(args, out)
+        return _cmd_serve(args)
+    except (UsageError, ConfigError) as error:
+        sys.stderr.write(f"{PROG}: error: {error}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130

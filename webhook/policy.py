@@ -1,0 +1,113 @@
+"""Admission decisions: which requests are judged, exemptions, and modes.
+
+Pure: takes a parsed request and the settings, returns a :class:`Decision`. The
+server, the ``check`` command and the tests call the same :func:`decide`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from webhook.review import (
+    AdmissionRequest,
+    AdmissionResponse,
+    AdmissionReview,
+    MalformedReview,
+    allowed_response,
+    denied_response,
+    parse_review,
+    review_envelope,
+)
+from webhook.rules import NestingTooDeep, Violation, describe_updatable_fields, find_violations
+from webhook.settings import Mode, Settings
+
+# Kubernetes asks that each warning stay within 120 characters and that responses
+# carry few of them; the message is bounded for the same reason (etcd events, logs).
+MAX_WARNING_LENGTH: Final = 120
+MAX_WARNINGS: Final = 50
+MAX_PATHS_IN_MESSAGE: Final = 200
+WARNING_PREFIX: Final = "pod-replace-guard: "
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict on one request, plus what the log line and metrics need."""
+
+    uid: str
+    allowed: bool
+    mode: Mode
+    judged: bool
+    skip_reason: str
+    violations: tuple[Violation, ...]
+    response: AdmissionResponse
+
+    @property
+    def violation_paths(self) -> list[str]:
+        return [violation.path for violation in self.violations]
+
+
+def _skip_reason(request: AdmissionRequest, settings: Settings) -> str:
+    """Why a request is allowed without evaluation, or "" when it is judged."""
+    resource = request.get("resource") or {}
+    if request.get("operation") != "UPDATE":
+        return "operation"
+    if resource.get("group", "") != "" or resource.get("resource") != "pods":
+        return "resource"
+    if request.get("subResource"):
+        return "subresource"
+    if request.get("namespace", "") in settings.judged_namespaces_excluded:
+        return "exempt-namespace"
+    user = request.get("userInfo") or {}
+    if user.get("username", "") in settings.exempt_users:
+        return "exempt-user"
+    if any(group in settings.exempt_groups for group in user.get("groups") or ()):
+        return "exempt-group"
+    return ""
+
+
+def denial_message(violations: tuple[Violation, ...] | list[Violation]) -> str:
+    """Names every violating path (up to a bound) and the fields that may change."""
+    paths = [violation.path for violation in violations]
+    shown = ", ".join(paths[:MAX_PATHS_IN_MESSAGE])
+    if len(paths) > MAX_PATHS_IN_MESSAGE:
+        shown += f" and {len(paths) - MAX_PATHS_IN_MESSAGE} more"
+    return (
+        f"pod updates may not change these fields: {shown}. "
+        f"Only these fields may be updated: {describe_updatable_fields()}"
+    )
+
+
+def _warning(violation: Violation) -> str:
+    text = f"{WARNING_PREFIX}{violation.path} may not be changed (denied in enforce mode)"
+    if len(text) <= MAX_WARNING_LENGTH:
+        return text
+    return text[: MAX_WARNING_LENGTH - 3] + "..."
+
+
+def decide(request: AdmissionRequest, settings: Settings) -> Decision:
+    """Judge one parsed AdmissionRequest (see :func:`webhook.review.parse_review`)."""
+    uid = request["uid"]
+    skip = _skip_reason(request, settings)
+    if skip:
+        return Decision(uid, True, settings.mode, False, skip, (), allowed_response(uid))
+    old = request.get("oldObject") or {}
+    new = request.get("object") or {}
+    try:
+        violations = tuple(find_violations(old, new))
+    except NestingTooDeep as error:
+        raise MalformedReview(str(error), uid) from error
+    if not violations:
+        return Decision(uid, True, settings.mode, True, "", (), allowed_response(uid))
+    if settings.mode == "enforce":
+        response = denied_response(uid, denial_message(violations))
+        return Decision(uid, False, settings.mode, True, "", violations, response)
+    warnings = [_warning(v) for v in violations[:MAX_WARNINGS]] if settings.mode == "warn" else None
+    return Decision(uid, True, settings.mode, True, "", violations, allowed_response(uid, warnings))
+
+
+def review(body: object, settings: Settings) -> tuple[AdmissionReview, Decision]:
+    """Decoded JSON in, AdmissionReview out. Raises only MalformedReview."""
+    api_version, request = parse_review(body)
+    decision = decide(request, settings)
+    return review_envelope(api_version, decision.response), decision

@@ -1,0 +1,227 @@
+"""The replace rules: which paths of a pod may change, and the structural diff.
+
+Pure functions only (no Flask, no I/O): the server, the ``check`` command and the
+tests all call :func:`find_violations`.
+
+The rule list is data. ``UPDATABLE_PATHS`` is copied from the "Replacing a Specified
+Pod" API document; ``SERVER_MANAGED_PATHS`` are fields the API server itself rewrites
+on every write, which are therefore never the user's change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+UPDATABLE_PATHS: Final[tuple[str, ...]] = (
+    "metadata.selfLink",
+    "metadata.resourceVersion",
+    "metadata.clusterName",
+    "metadata.generateName",
+    "metadata.labels",
+    "metadata.annotations",
+    "spec.initContainers[*].image",
+    "spec.containers[*].image",
+    "spec.activeDeadlineSeconds",
+    "spec.tolerations",
+)
+
+# Why these are ignored rather than judged:
+# - metadata.managedFields: rewritten by the API server on every write (field
+#   ownership for server-side apply); the user never edits it directly.
+# - metadata.generation: since Kubernetes 1.33 the API server bumps it whenever the
+#   pod spec changes, so an allowed image change arrives with a new generation.
+# - status: an UPDATE of the main `pods` resource discards status (the pod strategy
+#   copies the old status over the new one); `pods/status` is a different API and a
+#   subresource, which this webhook does not judge.
+SERVER_MANAGED_PATHS: Final[tuple[str, ...]] = (
+    "metadata.managedFields",
+    "metadata.generation",
+    "status",
+)
+
+FINALIZERS_PATH: Final = "metadata.finalizers"
+
+# A pod nests ~10 levels deep; anything far deeper is hostile input, and Python's
+# recursion limit must never be the one to notice.
+MAX_DEPTH: Final = 100
+
+WILDCARD: Final = "[*]"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_SEGMENT = re.compile(r"\[\*\]|[^.\[]+")
+
+
+class NestingTooDeep(ValueError):
+    """The object nests deeper than any pod can; raised instead of RecursionError."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One changed path that no rule allows. Holds a path, never a value."""
+
+    path: str
+
+    @property
+    def rule_path(self) -> str:
+        """The path with list indexes collapsed, e.g. ``spec.containers[*].env``."""
+        return _INDEX.sub("[*]", self.path)
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+@dataclass
+class _Node:
+    """A node of the rule tree; ``terminal`` nodes allow any change beneath them."""
+
+    terminal: bool = False
+    children: dict[str, _Node] = field(default_factory=dict)
+
+
+def _split(rule: str) -> list[str]:
+    return _SEGMENT.findall(rule)
+
+
+def _build_tree(paths: Iterable[str]) -> _Node:
+    root = _Node()
+    for rule in paths:
+        node = root
+        for segment in _split(rule):
+            node = node.children.setdefault(segment, _Node())
+        node.terminal = True
+    return root
+
+
+_RULES: Final = _build_tree(UPDATABLE_PATHS + SERVER_MANAGED_PATHS)
+_LEAF: Final = _Node()  # a frozen node with no rules below: every difference counts
+
+
+def _is_empty(value: object) -> bool:
+    # Kubernetes omits empty fields when it serialises, so absent (None here), null,
+    # {}, [] and "" all mean "not set".
+    return value is None or value == "" or (isinstance(value, dict | list) and not value)
+
+
+def _key_segment(key: object) -> str:
+    text = str(key)
+    return text if _IDENTIFIER.match(text) else '["' + text.replace('"', '\\"') + '"]'
+
+
+def _join(prefix: str, key: object) -> str:
+    segment = _key_segment(key)
+    if not prefix:
+        return segment
+    return prefix + segment if segment.startswith("[") else prefix + "." + segment
+
+
+def _diff(old: object, new: object, node: _Node, path: str, depth: int, out: list[str]) -> None:
+    if node.terminal:
+        return
+    if depth > MAX_DEPTH:
+        raise NestingTooDeep(f"object nests deeper than {MAX_DEPTH} levels")
+    if _is_empty(old) and _is_empty(new):
+        return
+    if isinstance(old, dict) or isinstance(new, dict):
+        old_map = old if isinstance(old, dict) else ({} if _is_empty(old) else None)
+        new_map = new if isinstance(new, dict) else ({} if _is_empty(new) else None)
+        if old_map is None or new_map is None:  # a map replaced by a scalar or a list
+            out.append(path)
+            return
+        _diff_maps(old_map, new_map, node, path, depth, out)
+        return
+    if isinstance(old, list) or isinstance(new, list):
+        old_list = old if isinstance(old, list) else ([] if _is_empty(old) else None)
+        new_list = new if isinstance(new, list) else ([] if _is_empty(new) else None)
+        if old_list is None or new_list is None or len(old_list) != len(new_list):
+            out.append(path)
+            return
+        child = node.children.get(WILDCARD, _LEAF)
+        for index, (old_item, new_item) in enumerate(zip(old_list, new_list, strict=True)):
+            if old_item is new_item or old_item == new_item:
+                continue
+            _diff(old_item, new_item, child, f"{path}[{index}]", depth + 1, out)
+        return
+    # Scalars compare by JSON value with Python's equality (1 == 1.0); the API server
+    # decodes into typed Go structs before calling webhooks, so true-versus-1 never
+    # reaches a real review.
+    if old != new:
+        out.append(path)
+
+
+def _diff_maps(
+    old: Mapping[Any, Any],
+    new: Mapping[Any, Any],
+    node: _Node,
+    path: str,
+    depth: int,
+    out: list[str],
+) -> None:
+    keys = list(old)
+    keys.extend(key for key in new if key not in old)
+    for key in sorted(keys, key=str):
+        old_value = old.get(key)
+        new_value = new.get(key)
+        # Equal subtrees are skipped with one C-level comparison; only differing
+        # branches are walked, so the cost stays linear in the size of the pod.
+        if old_value is new_value or old_value == new_value:
+            continue
+        child = node.children.get(str(key), _LEAF)
+        _diff(old_value, new_value, child, _join(path, key), depth + 1, out)
+
+
+def _finalizers_only_removed(old: Mapping[str, object], new: Mapping[str, object]) -> bool:
+    old_finalizers = _string_list(_metadata(old).get("finalizers"))
+    new_finalizers = _string_list(_metadata(new).get("finalizers"))
+    if old_finalizers is None or new_finalizers is None:
+        return False
+    return not Counter(new_finalizers) - Counter(old_finalizers)
+
+
+def _metadata(obj: Mapping[str, object]) -> Mapping[str, object]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _string_list(value: object) -> list[str] | None:
+    if _is_empty(value):
+        return []
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    return None
+
+
+def is_being_deleted(obj: Mapping[str, object]) -> bool:
+    """True when the pod has a deletionTimestamp (graceful deletion has begun)."""
+    return not _is_empty(_metadata(obj).get("deletionTimestamp"))
+
+
+def find_violations(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Violation]:
+    """Every path that differs between ``old`` and ``new`` and that no rule allows.
+
+    Paths are reported at the deepest level where maps or equal-length lists differ;
+    a list whose length changed is reported at the list itself. The order is
+    deterministic (map keys sorted, list indexes ascending).
+
+    A pod that is being deleted may always lose finalizers, otherwise it could never
+    go away.
+
+    Raises NestingTooDeep for objects nested deeper than any pod.
+    """
+    paths: list[str] = []
+    try:
+        _diff_maps(old, new, _RULES, "", 0, paths)
+    except RecursionError as error:  # a C-level comparison of a hostile object
+        raise NestingTooDeep(f"object nests deeper than {MAX_DEPTH} levels") from error
+    if is_being_deleted(old) and _finalizers_only_removed(old, new):
+        paths = [
+            p for p in paths if p != FINALIZERS_PATH and not p.startswith(FINALIZERS_PATH + "[")
+        ]
+    return [Violation(path) for path in paths]
+
+
+def describe_updatable_fields() -> str:
+    """The updatable paths as one human-readable list, for denial messages."""
+    return ", ".join(UPDATABLE_PATHS)

@@ -1,0 +1,261 @@
+"""Serving: the TLS context with certificate reload, and the gunicorn configuration.
+
+gunicorn's ``gthread`` worker builds the server-side TLS context through the
+``ssl_context`` hook for every new connection; :class:`CertificateReloader` hands out a
+cached context and replaces it when the certificate files change (a Secret volume
+update or a cert-manager renewal), so new connections get the new certificate
+without a restart, while established keep-alive connections carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from flask import Flask
+
+from webhook.observe import (
+    MULTIPROC_ENV,
+    certificate_reload_counter,
+    configure_logging,
+    gunicorn_logconfig,
+)
+from webhook.settings import Settings
+
+log = logging.getLogger("pod_replace_guard.serving")
+
+# Forward secrecy and AEAD only for TLS 1.2 (TLS 1.3 suites are fixed and strong).
+TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20"
+FileSignature = tuple[tuple[int, int, int], ...]
+
+
+def build_tls_context(
+    cert_file: Path, key_file: Path, client_ca: str, min_version: str
+) -> ssl.SSLContext:
+    """A server context: TLS 1.2+ (or 1.3+), strong ciphers, optional client certs."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+    if client_ca:
+        # Only clients with a certificate from this CA (the API server's
+        # --proxy-client or admission-control kubeconfig identity) may call us.
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class CertificateReloader:
+    """The current TLS context, reloaded when the certificate files change.
+
+    The files are checked at most once per ``interval`` seconds, on a new
+    connection. A pair that cannot be loaded (for example the key written before the
+    certificate) keeps the previous context in service and is retried next time.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reloads = certificate_reload_counter()
+        self._checked_at = clock()
+        self._signature = self._stat()
+        self._context = self._build()
+        self.serial = _certificate_serial(settings.cert_file)
+
+    def _paths(self) -> list[Path]:
+        paths = [self._settings.cert_file, self._settings.key_file]
+        if self._settings.client_ca:
+            paths.append(Path(self._settings.client_ca))
+        return paths
+
+    def _stat(self) -> FileSignature:
+        signature = []
+        for path in self._paths():
+            try:
+                # stat() follows the ..data symlink that Secret volumes swap atomically.
+                info = path.stat()
+                signature.append((info.st_ino, info.st_mtime_ns, info.st_size))
+            except OSError:
+                signature.append((0, 0, 0))
+        return tuple(signature)
+
+    def _build(self) -> ssl.SSLContext:
+        settings = self._settings
+        return build_tls_context(
+            settings.cert_file, settings.key_file, settings.client_ca, settings.tls_min_version
+        )
+
+    def context(self) -> ssl.SSLContext:
+        now = self._clock()
+        if now - self._checked_at < self._settings.cert_reload_seconds:
+            return self._context
+        with self._lock:
+            if now - self._checked_at < self._settings.cert_reload_seconds:
+                return self._context
+            self._checked_at = now
+            signature = self._stat()
+            if signature != self._signature:
+                try:
+                    self._context = self._build()
+                except (OSError, ssl.SSLError, ValueError) as error:
+                    self._reloads.labels(result="failure").inc()
+                    log.warning(
+                        "serving certificate changed but could not be loaded; keeping the old one",
+                        extra={
+                            "event": "certificate-reload",
+                            "result": "failure",
+                            "error": str(error),
+                        },
+                    )
+                    return self._context
+                self._signature = signature
+                self.serial = _certificate_serial(self._settings.cert_file)
+                self._reloads.labels(result="success").inc()
+                log.info(
+                    "serving certificate reloaded",
+                    extra={
+                        "event": "certificate-reload",
+                        "result": "success",
+                        "serial": f"{self.serial:x}",
+                    },
+                )
+            return self._context
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "configuration valid, certificate loaded"
+
+
+def _certificate_serial(cert_file: Path) -> int:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(cert_file.read_bytes()).serial_number
+    except (OSError, ValueError):
+        return 0
+
+
+_reloader: CertificateReloader | None = None
+_reloader_lock = threading.Lock()
+
+
+def process_reloader(settings: Settings) -> CertificateReloader:
+    """One reloader per process (each gunicorn worker has its own)."""
+    global _reloader  # noqa: PLW0603 - per-process singleton shared by the hook and /readyz
+    with _reloader_lock:
+        if _reloader is None:
+            _reloader = CertificateReloader(settings)
+        return _reloader
+
+
+def worker_app(settings: Settings) -> Flask:
+    """The app as each gunicorn worker loads it, with its own certificate reloader."""
+    from webhook.app import create_app
+
+    configure_logging(settings.log_level)
+    reloader = process_reloader(settings)
+    return create_app(settings, readiness=reloader.ready)
+
+
+def prepare_metrics_dir() -> str:
+    """A clean directory for prometheus_client's multiprocess mode, shared by workers.
+
+    Stale files of an earlier run would add old counts, so they are removed. Called
+    in the gunicorn master before any worker creates a metric.
+    """
+    from prometheus_client import values
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = tempfile.mkdtemp(prefix="pod-replace-guard-metrics-")
+        os.environ[MULTIPROC_ENV] = directory
+    # prometheus_client chooses its value storage when first imported; choose again
+    # now that the directory is set, whatever imported it earlier.
+    values.ValueClass = values.get_value_class()
+    return directory
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """The committed gunicorn configuration, derived from the settings.
+
+    - gthread, not sync: the sync worker closes the connection after every request,
+      so each admission call would pay a new TLS handshake (measured 4-5x slower,
+      see docs/benchmarks.md).
+    - keepalive longer than the API server's idle timeout for webhook connections
+      (Go's http.Transport, 90 s): the client closes idle connections first, so a
+      request never races a server-side close.
+    - graceful_timeout below the Deployment's terminationGracePeriodSeconds (30 s),
+      so in-flight reviews finish before the kubelet sends SIGKILL.
+    """
+    return {
+        "bind": [settings.bind],
+        "worker_class": "gthread",
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "keepalive": settings.keepalive,
+        "graceful_timeout": settings.graceful_timeout,
+        "timeout": 30,
+        "certfile": str(settings.cert_file),
+        "keyfile": str(settings.key_file),
+        "ssl_context": _ssl_context_hook,
+        "child_exit": _child_exit,
+        "preload_app": False,
+        "accesslog": None,
+        "errorlog": "-",
+        "logconfig_dict": gunicorn_logconfig(settings.log_level),
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
+        # gunicorn's heartbeat file: tmpfs, so a read-only root filesystem is fine.
+        "worker_tmp_dir": "/dev/shm" if Path("/dev/shm").is_dir() else None,  # noqa: S108
+        "proc_name": "pod-replace-guard",
+        # No runtime control socket: nothing should reconfigure an admission webhook
+        # behind the API server's back, and the root filesystem is read-only.
+        "control_socket_disable": True,
+        "forwarded_allow_ips": "",
+    }
+
+
+def _ssl_context_hook(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    # The worker loaded the app (and so the reloader) before accepting connections.
+    assert _reloader is not None, "the app is loaded before connections are accepted"
+    return _reloader.context()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def run_gunicorn(settings: Settings) -> None:
+    """Run gunicorn in this process with :func:`gunicorn_options`."""
+    from gunicorn.app.base import BaseApplication
+
+    options = gunicorn_options(settings)
+
+    class WebhookApplication(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            return worker_app(settings)
+
+    WebhookApplication().run()

@@ -1,0 +1,218 @@
+"""Configuration: read once at start-up from a YAML file and ``PRG_*`` variables.
+
+Precedence, lowest first: defaults, the YAML file (``PRG_CONFIG`` or ``--config``),
+environment variables, command-line flags. Every value is validated; a bad one stops
+start-up with :class:`ConfigError` naming the key. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+
+ENV_PREFIX: Final = "PRG_"
+Mode = Literal["enforce", "warn", "audit"]
+MODES: Final[tuple[Mode, ...]] = ("enforce", "warn", "audit")
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+TLS_VERSIONS: Final = ("1.2", "1.3")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. Field docs are the README's configuration table."""
+
+    # Decision
+    mode: Mode = "enforce"
+    exempt_users: tuple[str, ...] = ("system:kube-controller-manager",)
+    exempt_groups: tuple[str, ...] = ("system:serviceaccounts:kube-system",)
+    exempt_namespaces: tuple[str, ...] = ("kube-system",)
+    namespace: str = "pod-replace-guard"
+    # HTTP
+    max_body_bytes: int = 7 * 1024 * 1024
+    log_level: str = "INFO"
+    # Serving (gunicorn + TLS)
+    bind: str = "0.0.0.0:8443"
+    cert_dir: str = "certs"
+    client_ca: str = ""
+    tls_min_version: str = "1.2"
+    workers: int = 2
+    threads: int = 8
+    keepalive: int = 120
+    graceful_timeout: int = 20
+    cert_reload_seconds: float = 1.0
+
+    @property
+    def judged_namespaces_excluded(self) -> frozenset[str]:
+        """Namespaces never judged: the configured ones plus the webhook's own."""
+        return frozenset((*self.exempt_namespaces, self.namespace))
+
+    @property
+    def cert_file(self) -> Path:
+        return Path(self.cert_dir) / "tls.crt"
+
+    @property
+    def key_file(self) -> Path:
+        return Path(self.cert_dir) / "tls.key"
+
+
+def _as_str(key: str, value: object) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"{key}: must be a string")
+    return str(value)
+
+
+def _as_list(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip() for item in value]
+    else:
+        raise ConfigError(f"{key}: must be a list of strings (or a comma-separated string)")
+    return tuple(item for item in items if item)
+
+
+def _as_int(minimum: int, maximum: int) -> Callable[[str, object], int]:
+    def parse(key: str, value: object) -> int:
+        try:
+            number = int(str(value).strip()) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or not minimum <= number <= maximum:
+            raise ConfigError(f"{key}: must be a whole number from {minimum} to {maximum}")
+        return number
+
+    return parse
+
+
+def _as_float(minimum: float, maximum: float) -> Callable[[str, object], float]:
+    def parse(key: str, value: object) -> float:
+        try:
+            number = float(str(value).strip()) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or not minimum <= number <= maximum:
+            raise ConfigError(f"{key}: must be a number from {minimum} to {maximum}")
+        return number
+
+    return parse
+
+
+def _one_of(
+    choices: tuple[str, ...], normalise: Callable[[str], str] = str
+) -> Callable[[str, object], str]:
+    def parse(key: str, value: object) -> str:
+        text = normalise(_as_str(key, value).strip())
+        if text not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _bind(key: str, value: object) -> str:
+    text = _as_str(key, value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: must be HOST:PORT, e.g. 0.0.0.0:8443")
+    return text
+
+
+def _path(key: str, value: object) -> str:
+    return _as_str(key, value).strip()
+
+
+# field name -> (YAML key, parser). The environment variable is PRG_ + the field
+# name in upper case, e.g. exempt_users -> PRG_EXEMPT_USERS.
+_FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
+    "mode": ("mode", _one_of(MODES, str.lower)),
+    "exempt_users": ("exemptUsers", _as_list),
+    "exempt_groups": ("exemptGroups", _as_list),
+    "exempt_namespaces": ("exemptNamespaces", _as_list),
+    "namespace": ("namespace", _as_str),
+    "max_body_bytes": ("maxBodyBytes", _as_int(1024, 64 * 1024 * 1024)),
+    "log_level": ("logLevel", _one_of(LOG_LEVELS, str.upper)),
+    "bind": ("bind", _bind),
+    "cert_dir": ("certDir", _path),
+    "client_ca": ("clientCA", _path),
+    "tls_min_version": ("tlsMinVersion", _one_of(TLS_VERSIONS)),
+    "workers": ("workers", _as_int(1, 64)),
+    "threads": ("threads", _as_int(1, 256)),
+    "keepalive": ("keepalive", _as_int(1, 3600)),
+    "graceful_timeout": ("gracefulTimeout", _as_int(1, 3600)),
+    "cert_reload_seconds": ("certReloadSeconds", _as_float(0.0, 3600.0)),
+}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"PRG_CONFIG: cannot read {path}: {error.strerror}") from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"PRG_CONFIG: {path} is not valid YAML") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"PRG_CONFIG: {path} must hold a mapping of settings")
+    return data
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Build Settings from defaults, a YAML file, the environment and overrides.
+
+    ``overrides`` maps field names to values (command-line flags); None values are
+    ignored so that unset flags fall through.
+    """
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    if config_file:
+        by_yaml_key = {yaml_key: name for name, (yaml_key, _) in _FIELDS.items()}
+        for key, value in _read_yaml(config_file).items():
+            name = by_yaml_key.get(str(key))
+            if name is None:
+                raise ConfigError(f"{key}: unknown setting in {config_file}")
+            values[name] = _FIELDS[name][1](str(key), value)
+    known_env = {env_name(name) for name in _FIELDS} | {ENV_PREFIX + "CONFIG"}
+    for key in sorted(env):
+        if key.startswith(ENV_PREFIX) and key not in known_env:
+            raise ConfigError(f"{key}: unknown setting (known: {', '.join(sorted(known_env))})")
+    for name, (_, parse) in _FIELDS.items():
+        if env_name(name) in env:
+            values[name] = parse(env_name(name), env[env_name(name)])
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _FIELDS[name][1]("--" + name.replace("_", "-"), value)
+    return Settings(**values)
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(environment variable, YAML key, default, field name) for the README table."""
+    defaults = Settings()
+    rows = []
+    for field in dataclasses.fields(Settings):
+        yaml_key = _FIELDS[field.name][0]
+        default = getattr(defaults, field.name)
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        rows.append((env_name(field.name), yaml_key, shown, field.name))
+    return rows
