@@ -91,7 +91,7 @@ kind-load: ## load $(IMAGE) into the kind cluster
 
 .PHONY: deploy
 deploy: install ## install into the current kube context (certs generated, caBundle injected)
-	$(PY) -m webhook deploy --namespace $(NAMESPACE) --image $(IMAGE) --cert-dir .deploy-certs
+	PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) deploy/install.sh
 
 .PHONY: undeploy
 undeploy: ## remove the webhook from the current kube context

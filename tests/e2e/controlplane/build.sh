@@ -13,7 +13,7 @@ pinned=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3} $1 == "k8s
 pinned=${pinned#v}
 version=${K8S_VERSION:-$pinned}
 version=${version#v}
-cache=${PRG_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-replace-guard}
+cache=${CONTROLPLANE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pod-replace-guard}
 out="$cache/k8s-v$version/bin"
 binaries=(kube-apiserver etcd kubectl)
 
