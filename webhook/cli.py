@@ -16,7 +16,7 @@ from typing import IO, Any, NoReturn
 import yaml
 
 from webhook.review import MalformedReview
-from webhook.settings import ConfigError, Settings, load_settings
+from webhook.settings import ConfigError, load_settings
 
 PROG = "pod-replace-guard"
 EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
@@ -139,22 +139,9 @@ def read_live_pod(
 
 def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The verdict of the webhook in enforce mode for replacing ``old`` with ``new``."""
-    from webhook.policy import decide
-    from webhook.review import AdmissionRequest
+    from webhook.policy import judge
 
-    metadata = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
-    request: AdmissionRequest = {
-        "uid": "offline-check",
-        "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"},
-        "operation": "UPDATE",
-        "name": str((metadata or {}).get("name") or ""),
-        "namespace": "",
-        "userInfo": {"username": ""},
-        "object": new,
-        "oldObject": old,
-    }
-    decision = decide(request, Settings(mode="enforce", exempt_namespaces=(), namespace=""))
+    decision = judge("offline-check", old, new, "enforce")
     status = decision.response.get("status") or {}
     return {
         "allowed": decision.allowed,

@@ -7,7 +7,7 @@ server, the ``check`` command and the tests call the same :func:`decide`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from webhook.review import (
     AdmissionRequest,
@@ -91,19 +91,26 @@ def decide(request: AdmissionRequest, settings: Settings) -> Decision:
     skip = _skip_reason(request, settings)
     if skip:
         return Decision(uid, True, settings.mode, False, skip, (), allowed_response(uid))
-    old = request.get("oldObject") or {}
-    new = request.get("object") or {}
+    return judge(uid, request.get("oldObject") or {}, request.get("object") or {}, settings.mode)
+
+
+def judge(uid: str, old: dict[str, Any], new: dict[str, Any], mode: Mode) -> Decision:
+    """Apply the replace rules to one pod update, in the given mode.
+
+    The offline ``check`` command calls this directly: exemptions depend on who
+    sends a request, which an offline check does not know.
+    """
     try:
         violations = tuple(find_violations(old, new))
     except NestingTooDeep as error:
         raise MalformedReview(str(error), uid) from error
     if not violations:
-        return Decision(uid, True, settings.mode, True, "", (), allowed_response(uid))
-    if settings.mode == "enforce":
+        return Decision(uid, True, mode, True, "", (), allowed_response(uid))
+    if mode == "enforce":
         response = denied_response(uid, denial_message(violations))
-        return Decision(uid, False, settings.mode, True, "", violations, response)
-    warnings = [_warning(v) for v in violations[:MAX_WARNINGS]] if settings.mode == "warn" else None
-    return Decision(uid, True, settings.mode, True, "", violations, allowed_response(uid, warnings))
+        return Decision(uid, False, mode, True, "", violations, response)
+    warnings = [_warning(v) for v in violations[:MAX_WARNINGS]] if mode == "warn" else None
+    return Decision(uid, True, mode, True, "", violations, allowed_response(uid, warnings))
 
 
 def review(body: object, settings: Settings) -> tuple[AdmissionReview, Decision]:

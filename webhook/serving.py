@@ -186,7 +186,7 @@ def prepare_metrics_dir() -> str:
         os.environ[MULTIPROC_ENV] = directory
     # prometheus_client chooses its value storage when first imported; choose again
     # now that the directory is set, whatever imported it earlier.
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return directory
 
 

@@ -125,12 +125,13 @@ def start_server(
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
     generate_certs: bool = True,
+    port: int | None = None,
 ) -> Server:
     """Start the webhook as users do (``python -m webhook serve``) and wait until ready."""
     cert_dir = work_dir / "certs"
     if generate_certs:
         write_certificates(cert_dir, "pod-replace-guard", "pod-replace-guard")
-    port = free_port()
+    port = port or free_port()
     full_env = {
         key: value
         for key, value in os.environ.items()
@@ -170,3 +171,193 @@ def running_server(work_dir: Path, **kwargs: Any) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+# --- Additions for the process and reliability suites (additive: nothing above changed) ---
+
+
+@dataclass
+class RawResponse:
+    """An HTTP response read off a raw socket (see :func:`read_response`)."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    version: str = "HTTP/1.1"
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class ResponseError(Exception):
+    """The bytes on the socket are not an HTTP response (or the peer closed early)."""
+
+
+def _read_line(reader: Any, limit: int = 65536) -> bytes:
+    line: bytes = reader.readline(limit)
+    if not line:
+        raise ResponseError("connection closed before a complete response")
+    return line
+
+
+def read_response(reader: Any) -> RawResponse:
+    """Read one HTTP/1.x response from a buffered binary reader (``sock.makefile("rb")``).
+
+    Unlike http.client this neither retries nor hides anything, and several
+    pipelined responses can be read one after another from the same reader.
+    """
+    status_line = _read_line(reader).decode("latin-1").rstrip("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ResponseError(f"not an HTTP status line: {status_line[:80]!r}")
+    headers: dict[str, str] = {}
+    while True:
+        line = _read_line(reader).decode("latin-1").rstrip("\r\n")
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = b""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int(_read_line(reader).split(b";")[0].strip(), 16)
+            if size == 0:
+                while _read_line(reader).strip():
+                    pass
+                break
+            chunks.append(reader.read(size))
+            reader.read(2)
+        body = b"".join(chunks)
+    elif "content-length" in headers:
+        length = int(headers["content-length"])
+        body = reader.read(length)
+        if len(body) != length:
+            raise ResponseError("connection closed inside the response body")
+    elif headers.get("connection", "").lower() == "close" or parts[0] == "HTTP/1.0":
+        body = reader.read()
+    return RawResponse(int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body, parts[0])
+
+
+def client_tls_context(
+    ca_file: Path, client_cert: tuple[Path, Path] | None = None
+) -> ssl.SSLContext:
+    """A client context that trusts ``ca_file`` (what the API server's caBundle does)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if client_cert:
+        context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+    return context
+
+
+def tls_socket(
+    server: Server, context: ssl.SSLContext | None = None, timeout: float = 10.0
+) -> ssl.SSLSocket:
+    """A TLS connection to ``server`` (handshake done)."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    try:
+        return (context or server.tls_context()).wrap_socket(raw, server_hostname="127.0.0.1")
+    except BaseException:
+        raw.close()
+        raise
+
+
+def raw_exchange(
+    server: Server,
+    data: bytes,
+    *,
+    responses: int = 1,
+    timeout: float = 20.0,
+    context: ssl.SSLContext | None = None,
+) -> list[RawResponse]:
+    """Send ``data`` as is over a fresh TLS connection; read ``responses`` responses."""
+    with tls_socket(server, context, timeout) as sock:
+        sock.sendall(data)
+        reader = sock.makefile("rb")
+        try:
+            return [read_response(reader) for _ in range(responses)]
+        finally:
+            reader.close()
+
+
+def http_request(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    version: str = "HTTP/1.1",
+) -> bytes:
+    """The bytes of one request; Host and Content-Length are added unless given."""
+    all_headers = {"Host": "127.0.0.1"}
+    if body or method in ("POST", "PUT"):
+        all_headers["Content-Length"] = str(len(body))
+    all_headers.update(headers or {})
+    lines = [f"{method} {path} {version}"]
+    lines += [f"{name}: {value}" for name, value in all_headers.items() if value is not None]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def wait_workers(server: Server, count: int, timeout: float = 30.0) -> list[int]:
+    """The worker pids, once ``count`` workers have booted (gunicorn boots them in turn)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = server.worker_pids()
+        if len(pids) >= count and all(Path(f"/proc/{pid}").exists() for pid in pids):
+            # gunicorn logs each worker's boot; until then its pid may still change.
+            booted = {
+                line.get("message", "").rsplit(" ", 1)[-1].rstrip(")")
+                for line in server.log_lines()
+                if str(line.get("message", "")).startswith("Booting worker with pid")
+            }
+            if all(str(pid) in booted for pid in pids):
+                return sorted(pids)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} workers not up in {timeout}s (have {pids})")
+        time.sleep(0.05)
+
+
+def decision_lines(server: Server) -> list[dict[str, Any]]:
+    """The server's admission-decision log lines (one per answered review)."""
+    return [line for line in server.log_lines() if line.get("event") == "decision"]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (VmRSS in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _server_socket_inodes(port: int) -> dict[int, int]:
+    """Server-side TCP sockets on loopback ``port``: {client port: socket inode}."""
+    found: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                state = fields[3]
+                if local_port == port and state == "01":  # ESTABLISHED
+                    found[remote_port] = int(fields[9])
+    return found
+
+
+def connection_owners(server: Server, client_ports: list[int]) -> dict[int, int | None]:
+    """Which worker pid holds the server end of each client connection (by client port)."""
+    inodes = _server_socket_inodes(server.port)
+    by_inode: dict[int, int] = {}
+    for pid in server.worker_pids():
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        by_inode[int(target[8:-1])] = pid
+    return {port: by_inode.get(inodes.get(port, -1)) for port in client_ports}
+
+
+def established_client_ports(server: Server) -> list[int]:
+    """Client ports of every established connection to ``server`` right now."""
+    return sorted(_server_socket_inodes(server.port))
