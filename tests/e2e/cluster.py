@@ -220,7 +220,7 @@ class ControlPlane:
     def api_client(self) -> Any:
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
     def core(self) -> Any:
         from kubernetes import client

@@ -14,6 +14,7 @@ CI=true it must run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import uuid
@@ -124,7 +125,12 @@ class Webhook:
                 self.plane, self.url, self.ca_bundle, self.failure_policy, timeout_seconds
             )
         else:
-            patch = f'[{{"op":"replace","path":"/webhooks/0/failurePolicy","value":"{self.failure_policy}"}}]'
+            op = {
+                "op": "replace",
+                "path": "/webhooks/0/failurePolicy",
+                "value": self.failure_policy,
+            }
+            patch = json.dumps([op])
             self.plane.kubectl(
                 "patch",
                 "validatingwebhookconfiguration",
@@ -137,8 +143,6 @@ class Webhook:
         self.name = config["webhooks"][0]["name"]
 
     def configuration(self) -> dict[str, Any]:
-        import json
-
         result = self.plane.kubectl(
             "get", "validatingwebhookconfiguration", "pod-replace-guard", "-o", "json"
         )
@@ -185,7 +189,8 @@ class Webhook:
             "-n", WEBHOOK_NAMESPACE, "scale", "deployment/pod-replace-guard", "--replicas=2"
         )
         plane.kubectl(
-            "-n", WEBHOOK_NAMESPACE, "rollout", "status", "deployment/pod-replace-guard", "--timeout=180s",
+            "-n", WEBHOOK_NAMESPACE, "rollout", "status", "deployment/pod-replace-guard",
+            "--timeout=180s",
             timeout=200,
         )  # fmt: skip
 
