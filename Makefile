@@ -57,15 +57,15 @@ unit: install ## the fast tests only (no processes, no API server)
 
 .PHONY: e2e
 e2e: install controlplane ## the end-to-end suite on a local kube-apiserver + etcd
-	PRG_E2E=local $(PY) -m pytest -p no:cacheprovider tests/e2e
+	E2E_TARGET=local $(PY) -m pytest -p no:cacheprovider tests/e2e
 
 .PHONY: fuzz
 fuzz: install ## property-based fuzzing with a large budget
-	PRG_FUZZ_EXAMPLES=20000 $(PY) -m pytest -p no:cacheprovider tests -k fuzz
+	FUZZ_EXAMPLES=20000 $(PY) -m pytest -p no:cacheprovider tests -k fuzz
 
 .PHONY: soak
 soak: install ## long load and fault tests on loopback (bounded)
-	PRG_SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/reliability -k soak
+	SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/reliability -k soak
 
 .PHONY: bench
 bench: install ## benchmarks -> benchmarks/results.json (BENCH_QUICK=1 for a short run)
@@ -100,7 +100,7 @@ undeploy: ## remove the webhook from the current kube context
 
 .PHONY: e2e-kind
 e2e-kind: install ## the end-to-end suite against the deployed webhook in the current kube context
-	PRG_E2E=cluster $(PY) -m pytest -p no:cacheprovider tests/e2e
+	E2E_TARGET=cluster $(PY) -m pytest -p no:cacheprovider tests/e2e
 
 .PHONY: clean
 clean: ## remove the venv and caches (not the Go binaries cache)
