@@ -117,6 +117,11 @@ def validate() -> Response:
         # Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH before reading,
         # and stops a chunked body as soon as it passes the limit (HTTP 413).
         raw = request.get_data(cache=False)
+        if len(raw) >= _settings().max_body_bytes:
+            # A chunked body (no Content-Length) stops quietly at the limit; asking for
+            # one more byte tells a body that fits exactly from one that was cut off
+            # (that read raises 413). With a Content-Length it reads nothing.
+            request.stream.read(1)
         if not raw:
             return _refuse(400, "BadRequest", "request body is empty")
         try:
@@ -179,7 +184,9 @@ def readyz() -> Response:
 
 @health.get("/metrics")
 def metrics_endpoint() -> Response:
-    return Response(_metrics().exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(
+        _metrics().exposition(), content_type="text/plain; version=0.0.4; charset=utf-8"
+    )
 
 
 def _always_ready() -> tuple[bool, str]:
@@ -204,6 +211,10 @@ def create_app(settings: Settings, readiness: Readiness | None = None) -> Flask:
         code = error.code or 500
         if request.path == "/validate":
             _metrics().malformed.labels(reason=error.name.lower()).inc()
-        return _failure(code, error.name.replace(" ", ""), error.description or error.name)
+        response = _failure(code, error.name.replace(" ", ""), error.description or error.name)
+        for header, value in error.get_headers():
+            if header.lower() == "allow":  # required on 405 (RFC 9110)
+                response.headers[header] = value
+        return response
 
     return app

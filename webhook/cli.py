@@ -225,7 +225,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from webhook.certs import has_serving_certificate, write_certificates
 
     if not has_serving_certificate(settings.cert_dir):
-        issued = write_certificates(settings.cert_dir, "pod-replace-guard", settings.namespace)
+        try:
+            issued = write_certificates(settings.cert_dir, "pod-replace-guard", settings.namespace)
+        except OSError as error:
+            raise UsageError(
+                f"no tls.crt/tls.key in {settings.cert_dir} and cannot write development "
+                f"certificates there: {error.strerror}"
+            ) from error
         log.info(
             "no certificate found: generated a development CA and serving certificate",
             extra={"event": "dev-certificates", "cert_dir": str(issued.out_dir)},

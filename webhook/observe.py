@@ -168,8 +168,15 @@ def _split_top(path: str) -> list[str]:
     parts: list[str] = []
     current = ""
     quoted = False
+    escaped = False
     for char in path:
-        if char == '"':
+        if escaped:  # the character after a backslash inside a quoted key
+            escaped = False
+            current += char
+            continue
+        if quoted and char == "\\":
+            escaped = True
+        elif char == '"':
             quoted = not quoted
         if char == "." and not quoted:
             parts.append(current)

@@ -52,7 +52,7 @@ def _skip_reason(request: AdmissionRequest, settings: Settings) -> str:
     resource = request.get("resource") or {}
     if request.get("operation") != "UPDATE":
         return "operation"
-    if resource.get("group", "") != "" or resource.get("resource") != "pods":
+    if (resource.get("group") or "") != "" or resource.get("resource") != "pods":
         return "resource"
     if request.get("subResource"):
         return "subresource"

@@ -119,6 +119,13 @@ def _one_of(
     return parse
 
 
+def _name(key: str, value: object) -> str:
+    text = _as_str(key, value).strip()
+    if not text:
+        raise ConfigError(f"{key}: must not be empty")
+    return text
+
+
 def _bind(key: str, value: object) -> str:
     text = _as_str(key, value).strip()
     host, sep, port = text.rpartition(":")
@@ -138,7 +145,7 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "exempt_users": ("exemptUsers", _as_list),
     "exempt_groups": ("exemptGroups", _as_list),
     "exempt_namespaces": ("exemptNamespaces", _as_list),
-    "namespace": ("namespace", _as_str),
+    "namespace": ("namespace", _name),
     "max_body_bytes": ("maxBodyBytes", _as_int(1024, 64 * 1024 * 1024)),
     "log_level": ("logLevel", _one_of(LOG_LEVELS, str.upper)),
     "bind": ("bind", _bind),

@@ -1,0 +1,484 @@
+"""The command line through a real subprocess: ``python -m webhook check|certs|serve``.
+
+Exit codes: 0 allowed, 1 denied, 2 bad input with exactly one line on stderr and never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.reviews import EXAMPLE_POD_FILE, example_pod
+
+PROG = "pod-replace-guard"
+SECRET = "s3cr3t-DO-NOT-PRINT-cli-93ab"
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without PRG_* settings (``make fuzz`` exports one)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("PRG_")}
+
+
+def run(
+    *args: str,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook", *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_bad_input(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, nothing on stdout, exactly one line on stderr, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.stderr.endswith("\n")
+    line = lines[0]
+    assert line.startswith(PROG + ": error: ")
+    for fragment in fragments:
+        assert fragment in line
+    return line
+
+
+def write_json(path: Path, pod: Any) -> str:
+    path.write_text(json.dumps(pod), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def old_file(tmp_path: Path) -> str:
+    return write_json(tmp_path / "old.json", example_pod())
+
+
+def changed(tmp_path: Path, name: str = "new.json", **edits: Any) -> str:
+    pod = example_pod()
+    if "image" in edits:
+        pod["spec"]["containers"][0]["image"] = edits["image"]
+    if "node" in edits:
+        pod["spec"]["nodeName"] = edits["node"]
+    if "env" in edits:
+        pod["spec"]["containers"][0]["env"][0]["value"] = edits["env"]
+    if "labels" in edits:
+        pod["metadata"]["labels"] = edits["labels"]
+    return write_json(tmp_path / name, pod)
+
+
+# --- check: verdicts and exit codes -----------------------------------------------------------
+
+
+def test_unchanged_pod_is_allowed(old_file: str) -> None:
+    result = run("check", "--old", old_file, "--new", old_file)
+    assert result.returncode == 0
+    assert result.stdout == "allowed: the update changes only fields that may be updated\n"
+    assert result.stderr == ""
+
+
+def test_image_and_label_change_is_allowed(tmp_path: Path, old_file: str) -> None:
+    new = changed(tmp_path, image="beego:v2", labels={"name": "other"})
+    result = run("check", "--old", old_file, "--new", new)
+    assert result.returncode == 0
+    assert result.stdout.startswith("allowed:")
+
+
+def test_frozen_change_is_denied_with_exit_1(tmp_path: Path, old_file: str) -> None:
+    new = changed(tmp_path, node="node-2", env=SECRET)
+    result = run("check", "--old", old_file, "--new", new)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == "denied: these fields may not be changed:"
+    assert lines[1:3] == ["  spec.containers[0].env[0].value", "  spec.nodeName"]
+    assert lines[3].startswith("Only these fields may be updated: metadata.selfLink")
+    assert SECRET not in result.stdout
+
+
+def test_json_output_when_allowed(tmp_path: Path, old_file: str) -> None:
+    result = run("check", "--old", old_file, "--new", changed(tmp_path, image="x"), "-o", "json")
+    assert result.returncode == 0
+    assert result.stdout.count("\n") == 1
+    assert json.loads(result.stdout) == {
+        "allowed": True,
+        "violations": [],
+        "message": "pod update allowed",
+    }
+
+
+def test_json_output_when_denied(tmp_path: Path, old_file: str) -> None:
+    new = changed(tmp_path, node="node-2", env=SECRET, image="beego:v2")
+    result = run("check", "--old", old_file, "--new", new, "--output", "json")
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.count("\n") == 1
+    verdict = json.loads(result.stdout)
+    assert set(verdict) == {"allowed", "violations", "message"}
+    assert verdict["allowed"] is False
+    assert verdict["violations"] == [
+        {"path": "spec.containers[0].env[0].value"},
+        {"path": "spec.nodeName"},
+    ]
+    assert isinstance(verdict["message"], str)
+    assert "spec.nodeName" in verdict["message"]
+    assert "spec.containers[*].image" in verdict["message"]
+    assert SECRET not in result.stdout
+
+
+def test_check_judges_pods_of_any_namespace_like_enforce_mode(tmp_path: Path) -> None:
+    # check ignores the webhook's exemptions: a pod in kube-system is judged too.
+    old = example_pod()
+    old["metadata"]["namespace"] = "kube-system"
+    new = example_pod()
+    new["metadata"]["namespace"] = "kube-system"
+    new["spec"]["restartPolicy"] = "Never"
+    result = run(
+        "check",
+        "--old",
+        write_json(tmp_path / "o.json", old),
+        "--new",
+        write_json(tmp_path / "n.json", new),
+        "-o",
+        "json",
+    )
+    assert result.returncode == 1, result.stdout
+    assert json.loads(result.stdout)["violations"] == [{"path": "spec.restartPolicy"}]
+
+
+def test_deleting_pod_may_drop_finalizers(tmp_path: Path) -> None:
+    old = example_pod()
+    old["metadata"]["deletionTimestamp"] = "2016-08-08T08:00:00Z"
+    old["metadata"]["finalizers"] = ["example.com/a"]
+    new = json.loads(json.dumps(old))
+    new["metadata"]["finalizers"] = []
+    result = run(
+        "check",
+        "--old",
+        write_json(tmp_path / "o.json", old),
+        "--new",
+        write_json(tmp_path / "n.json", new),
+    )
+    assert result.returncode == 0, result.stdout
+    # and a live pod may not
+    live = example_pod()
+    live["metadata"]["finalizers"] = ["example.com/a"]
+    result = run(
+        "check",
+        "--old",
+        write_json(tmp_path / "live.json", live),
+        "--new",
+        str(EXAMPLE_POD_FILE),
+        "-o",
+        "json",
+    )
+    assert result.returncode == 1, result.stdout
+    assert json.loads(result.stdout)["violations"] == [{"path": "metadata.finalizers"}]
+
+
+# --- check: YAML and stdin ---------------------------------------------------------------------
+
+
+def _yaml_with_bare_timestamp(pod: dict[str, Any]) -> str:
+    text = yaml.safe_dump(pod, sort_keys=False)
+    # PyYAML quotes strings that look like timestamps; kubectl-style manifests don't.
+    text = text.replace("'2016-08-08T07:41:29Z'", "2016-08-08T07:41:29Z")
+    assert "creationTimestamp: 2016-08-08T07:41:29Z\n" in text
+    return text
+
+
+def test_yaml_new_with_bare_timestamp_against_json_old(tmp_path: Path, old_file: str) -> None:
+    pod = example_pod()
+    pod["spec"]["containers"][0]["image"] = "beego:v2"
+    new = tmp_path / "new.yaml"
+    new.write_text(_yaml_with_bare_timestamp(pod), encoding="utf-8")
+    result = run("check", "--old", old_file, "--new", str(new), "-o", "json")
+    assert result.returncode == 0, result.stdout
+    assert json.loads(result.stdout)["violations"] == []
+
+
+def test_yaml_timestamps_stay_strings_so_a_real_change_is_the_only_violation(
+    tmp_path: Path, old_file: str
+) -> None:
+    pod = example_pod()
+    pod["spec"]["dnsPolicy"] = "Default"
+    new = tmp_path / "new.yaml"
+    new.write_text(_yaml_with_bare_timestamp(pod), encoding="utf-8")
+    result = run("check", "--old", old_file, "--new", str(new), "-o", "json")
+    assert result.returncode == 1, result.stdout
+    assert json.loads(result.stdout)["violations"] == [{"path": "spec.dnsPolicy"}]
+
+
+def test_yaml_on_both_sides(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text(_yaml_with_bare_timestamp(example_pod()), encoding="utf-8")
+    pod = example_pod()
+    pod["spec"]["containers"][0]["command"] = ["sleep", "1"]
+    new = tmp_path / "new.yml"
+    new.write_text(yaml.safe_dump(pod), encoding="utf-8")
+    result = run("check", "--old", str(old), "--new", str(new), "-o", "json")
+    assert result.returncode == 1, result.stdout
+    assert json.loads(result.stdout)["violations"] == [{"path": "spec.containers[0].command"}]
+
+
+def test_yaml_document_marker_and_trailing_empty_document(tmp_path: Path, old_file: str) -> None:
+    new = tmp_path / "new.yaml"
+    new.write_text("---\n" + yaml.safe_dump(example_pod()) + "---\n", encoding="utf-8")
+    result = run("check", "--old", old_file, "--new", str(new))
+    assert result.returncode == 0, result.stderr
+
+
+def test_new_from_stdin(tmp_path: Path, old_file: str) -> None:
+    pod = example_pod()
+    pod["spec"]["nodeName"] = "node-2"
+    result = run("check", "--old", old_file, "--new", "-", "-o", "json", stdin=json.dumps(pod))
+    assert result.returncode == 1, result.stdout
+    assert json.loads(result.stdout)["violations"] == [{"path": "spec.nodeName"}]
+
+
+def test_old_from_stdin_as_yaml(tmp_path: Path) -> None:
+    new = changed(tmp_path, image="beego:v3")
+    stdin = _yaml_with_bare_timestamp(example_pod())
+    result = run("check", "--old", "-", "--new", new, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("allowed:")
+
+
+# --- check: bad input ---------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path, old_file: str) -> None:
+    missing = str(tmp_path / "absent.json")
+    result = run("check", "--old", old_file, "--new", missing)
+    assert_bad_input(result, "cannot read", missing, "No such file")
+
+
+def test_directory_instead_of_a_file(tmp_path: Path, old_file: str) -> None:
+    assert_bad_input(run("check", "--old", str(tmp_path), "--new", old_file), "cannot read")
+
+
+def test_not_utf8(tmp_path: Path, old_file: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"kind": "Pod", "x": "\xff\xfe"}')
+    assert_bad_input(run("check", "--old", old_file, "--new", str(bad)), "not UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ('{"kind": "Service", "apiVersion": "v1"}', ("holds a Service, not a Pod",)),
+        ("kind: Deployment\napiVersion: apps/v1\n", ("holds a Deployment, not a Pod",)),
+        ("[1, 2, 3]\n", ("must hold a Pod object, not a list",)),
+        ('"just a string"\n', ("must hold a Pod object, not a str",)),
+        ("42\n", ("must hold a Pod object, not a int",)),
+        ("", ("must hold exactly one object, found 0",)),
+        ("---\n---\n", ("must hold exactly one object, found 0",)),
+        ("{not: [valid\n", ("is neither JSON nor YAML",)),
+        ("a: b\n  c: d\n", ("is neither JSON nor YAML",)),
+        ("kind: Pod\n---\nkind: Pod\n", ("must hold exactly one object, found 2",)),
+    ],
+    ids=[
+        "service",
+        "deployment",
+        "list",
+        "string",
+        "number",
+        "empty",
+        "only separators",
+        "broken flow",
+        "broken indentation",
+        "multi-document",
+    ],
+)
+def test_not_a_single_pod(
+    tmp_path: Path, old_file: str, content: str, fragments: tuple[str, ...]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content, encoding="utf-8")
+    line = assert_bad_input(run("check", "--old", old_file, "--new", str(bad)), *fragments)
+    assert str(bad) in line
+
+
+def test_bad_stdin_is_named_stdin(old_file: str) -> None:
+    result = run("check", "--old", old_file, "--new", "-", stdin="[1]")
+    assert_bad_input(result, "stdin must hold a Pod object")
+
+
+def test_pod_without_kind_is_accepted(tmp_path: Path, old_file: str) -> None:
+    pod = example_pod()
+    del pod["kind"]
+    result = run("check", "--old", old_file, "--new", write_json(tmp_path / "n.json", pod))
+    # kind missing on one side only is a change of a frozen top-level field.
+    assert result.returncode == 1, result.stdout
+    assert "  kind" in result.stdout.splitlines()
+
+
+def test_absurd_nesting_is_bad_input(tmp_path: Path) -> None:
+    depth = 300
+    old = tmp_path / "old.json"
+    new = tmp_path / "new.json"
+    old.write_text('{"kind": "Pod", "spec": ' + '{"a":' * depth + "1" + "}" * (depth + 1))
+    new.write_text('{"kind": "Pod", "spec": ' + '{"a":' * depth + "2" + "}" * (depth + 1))
+    assert_bad_input(run("check", "--old", str(old), "--new", str(new)), "deeper")
+
+
+def test_yaml_nesting_beyond_the_parser_is_bad_input(tmp_path: Path, old_file: str) -> None:
+    bad = tmp_path / "deep.yaml"
+    bad.write_text("[" * 50_000 + "]" * 50_000)
+    assert_bad_input(run("check", "--old", old_file, "--new", str(bad)), "nests too deeply")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["check", "--new", "x.json"], ("--old is required",)),
+        (["check", "--old", "-", "--new", "-"], ("only one of --old and --new can be stdin",)),
+        (["check", "--old", "a", "--new", "b", "--live"], ("do not also pass --old",)),
+        (["check", "--old", "a"], ("--new",)),
+        (["check", "--old", "a", "--new", "b", "--bogus"], ("unrecognized arguments: --bogus",)),
+        (["check", "--old", "a", "--new", "b", "-o", "yaml"], ("invalid choice: 'yaml'",)),
+        (["--bogus"], ()),
+        ([], ("command",)),
+        (["frobnicate"], ("invalid choice",)),
+        (["certs", "--out", "x"], ("--service", "--namespace")),
+        (["certs", "--out", "x", "--service", "s", "--namespace", "n", "--days", "x"], ("days",)),
+    ],
+    ids=[
+        "no --old",
+        "two stdins",
+        "--live with --old",
+        "no --new",
+        "unknown flag",
+        "bad --output",
+        "unknown global flag",
+        "no command",
+        "unknown command",
+        "certs without required flags",
+        "certs --days not a number",
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: list[str], fragments: tuple[str, ...]) -> None:
+    assert_bad_input(run(*args), *fragments)
+
+
+def test_help_exits_0() -> None:
+    result = run("check", "--help")
+    assert result.returncode == 0
+    assert "--old" in result.stdout
+    assert "--live" in result.stdout
+
+
+def test_live_without_a_cluster_is_bad_input(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("not: a kubeconfig\n")
+    env = clean_env()
+    env["KUBECONFIG"] = str(kubeconfig)
+    result = run(
+        "check",
+        "--live",
+        "--new",
+        str(EXAMPLE_POD_FILE),
+        "--kubeconfig",
+        str(kubeconfig),
+        env=env,
+    )
+    assert_bad_input(result, "kubeconfig")
+
+
+def test_live_needs_a_name(tmp_path: Path) -> None:
+    pod = example_pod()
+    del pod["metadata"]["name"]
+    result = run("check", "--live", "--new", write_json(tmp_path / "n.json", pod))
+    assert_bad_input(result, "--live needs metadata.name")
+
+
+# --- certs ----------------------------------------------------------------------------------------
+
+
+def test_certs_writes_files_and_prints_the_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    args = ["certs", "--out", str(out), "--service", "prg", "--namespace", "ns"]
+    result = run(*args, "--host", "prg.example.com", "--ip", "10.1.2.3")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert sorted(path.name for path in out.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+    bundle = result.stdout.strip()
+    assert result.stdout == bundle + "\n"
+    assert base64.b64decode(bundle, validate=True) == (out / "ca.crt").read_bytes()
+    assert (out / "tls.key").stat().st_mode & 0o777 == 0o600
+    assert (out / "ca.key").stat().st_mode & 0o777 == 0o600
+    # a second run keeps the CA, so the bundle is the same
+    again = run(*args)
+    assert again.returncode == 0
+    assert again.stdout == result.stdout
+    renewed = run(*args, "--new-ca")
+    assert renewed.returncode == 0
+    assert renewed.stdout != result.stdout
+
+
+def test_certs_bad_ip_is_bad_input(tmp_path: Path) -> None:
+    result = run(
+        "certs", "--out", str(tmp_path), "--service", "s", "--namespace", "n", "--ip", "nope"
+    )
+    assert_bad_input(result, "--ip", "'nope' is not an IP address")
+
+
+def test_certs_unwritable_directory_is_bad_input(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("certs", "--out", str(blocker / "sub"), "--service", "s", "--namespace", "n")
+    assert_bad_input(result, "cannot write to")
+
+
+def test_certs_corrupt_ca_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text("junk")
+    (tmp_path / "ca.key").write_text("junk")
+    result = run("certs", "--out", str(tmp_path), "--service", "s", "--namespace", "n")
+    assert_bad_input(result, "not a PEM certificate/key")
+
+
+# --- serve: configuration errors stop start-up ----------------------------------------------------
+
+
+def test_serve_with_a_bad_prg_mode_exits_2_naming_it(tmp_path: Path) -> None:
+    env = clean_env()
+    env["PRG_MODE"] = "block-everything"
+    result = run("serve", "--cert-dir", str(tmp_path / "certs"), "--bind", "127.0.0.1:0", env=env)
+    line = assert_bad_input(result, "PRG_MODE")
+    assert line.startswith(PROG + ": error: PRG_MODE: ")
+    assert not (tmp_path / "certs").exists()  # stopped before generating certificates
+
+
+def test_serve_with_an_unknown_prg_variable_exits_2(tmp_path: Path) -> None:
+    env = clean_env()
+    env["PRG_MOOD"] = "enforce"
+    result = run("serve", "--cert-dir", str(tmp_path / "certs"), env=env)
+    assert_bad_input(result, "PRG_MOOD: unknown setting")
+
+
+def test_serve_with_a_bad_flag_value_exits_2(tmp_path: Path) -> None:
+    result = run("serve", "--cert-dir", str(tmp_path / "certs"), "--workers", "0")
+    assert_bad_input(result, "--workers: ")
+
+
+def test_serve_with_a_bad_config_file_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("mode: sometimes\n")
+    result = run("serve", "--cert-dir", str(tmp_path / "certs"), "--config", str(config))
+    assert_bad_input(result, "mode: must be one of")

@@ -1,0 +1,269 @@
+"""Logging and metrics helpers (webhook.observe)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from tests.support.reviews import example_pod
+from tests.unit.fuzzing import FUZZ
+from webhook.observe import (
+    DECISION_LOGGER,
+    DURATION_BUCKETS,
+    MULTIPROC_ENV,
+    JsonFormatter,
+    Metrics,
+    certificate_reload_counter,
+    configure_logging,
+    gunicorn_logconfig,
+    metric_path,
+)
+from webhook.rules import find_violations
+
+# --- metric_path ----------------------------------------------------------------------------
+
+METRIC_PATHS = [
+    ("spec.containers[0].env[3].value", "spec.containers[*].env"),
+    ("spec.containers[12].env", "spec.containers[*].env"),
+    ("spec.containers[0].image", "spec.containers[*].image"),
+    ("spec.containers", "spec.containers"),
+    ("spec.containers[0].resources.limits.cpu", "spec.containers[*].resources"),
+    ('spec.containers[0].resources.limits["nvidia.com/gpu"]', "spec.containers[*].resources"),
+    ("spec.initContainers[1].command[2]", "spec.initContainers[*].command"),
+    ("spec.volumes[1].secret.secretName", "spec.volumes[*].secret"),
+    ("spec.nodeName", "spec.nodeName"),
+    ("spec.nodeSelector.disktype", "spec.nodeSelector"),
+    ('spec.nodeSelector["kubernetes.io/hostname"]', "spec.nodeSelector"),
+    ('spec.nodeSelector["a.b.c/d"]', "spec.nodeSelector"),
+    ("spec.overhead.cpu", "spec.overhead"),
+    ("spec.securityContext.runAsUser", "spec.securityContext"),
+    ("spec.affinity.nodeAffinity.required.nodeSelectorTerms", "spec.affinity"),
+    ("metadata.finalizers", "metadata.finalizers"),
+    ("metadata.finalizers[0]", "metadata.finalizers[*]"),
+    ("metadata.ownerReferences[0].uid", "metadata.ownerReferences[*].uid"),
+    ("metadata.name", "metadata.name"),
+    ("kind", "kind"),
+    ("spec", "spec"),
+]
+
+
+@pytest.mark.parametrize(("path", "want"), METRIC_PATHS, ids=[p for p, _ in METRIC_PATHS])
+def test_metric_path_collapses_indexes_and_drops_map_keys(path: str, want: str) -> None:
+    assert metric_path(path) == want
+
+
+MARKER = "zq"
+
+# Maps whose keys the pod's author chooses, as the engine reports them.
+USER_KEYED_MAPS = [
+    "spec.nodeSelector",
+    "spec.overhead",
+    "spec.containers[0].resources.limits",
+    "spec.initContainers[0].resources.requests",
+    "spec.volumes[0].csi.volumeAttributes",
+]
+
+
+def _set_map(pod: dict[str, Any], where: str, mapping: dict[str, str]) -> None:
+    node: Any = pod
+    parts = where.replace("[0]", ".0").split(".")
+    for part, following in zip(parts, [*parts[1:], None], strict=True):
+        if following is None:
+            node[part] = mapping
+        elif part.isdigit():
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, [{"name": "x"}] if following.isdigit() else {})
+
+
+@FUZZ
+@given(where=st.sampled_from(USER_KEYED_MAPS), key=st.text(max_size=12))
+def test_fuzz_map_keys_never_become_metric_labels(where: str, key: str) -> None:
+    old, new = example_pod(), example_pod()
+    for pod in (old, new):
+        _set_map(pod, where, {})
+    _set_map(new, where, {MARKER + key: "v"})
+    violations = find_violations(old, new)
+    assert violations
+    for violation in violations:
+        label = metric_path(violation.path)
+        assert MARKER not in label, (violation.path, label)
+        assert "[" not in label or label.count("[*]") == label.count("[")
+
+
+def test_escaped_quote_in_a_key_does_not_end_the_key() -> None:
+    # A map key holding `"` and `.` is quoted as ["a\"b.c"]; the label must not
+    # contain a fragment of it. (Keys this shape can only appear below a list item or
+    # at the top level of a non-pod object; the label must still stay key-free.)
+    assert metric_path('spec.containers[0]["a\\"b.zq"]') == "spec.containers[*]"
+    assert MARKER not in metric_path('["a\\"b.zq"]')
+
+
+@FUZZ
+@given(path=st.text(max_size=40))
+def test_fuzz_metric_path_accepts_any_string(path: str) -> None:
+    label = metric_path(path)
+    assert isinstance(label, str)
+    assert label.count(".") <= 2
+
+
+# --- JSON log lines ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def json_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("pod_replace_guard.test.json")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, stream
+    logger.handlers.clear()
+    logger.propagate = True
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    text = stream.getvalue()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_one_json_object_per_line_with_extra_fields(
+    json_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_logger
+    logger.info("first", extra={"uid": "u-1", "status": 400, "paths": ["a", "b"]})
+    logger.warning("second\nwith a newline", extra={"fields": {"name": "pod-a", "allowed": False}})
+    first, second = lines(stream)
+    assert first["message"] == "first"
+    assert first["level"] == "info"
+    assert first["logger"] == "pod_replace_guard.test.json"
+    assert first["uid"] == "u-1"
+    assert first["status"] == 400
+    assert first["paths"] == ["a", "b"]
+    assert first["time"].endswith("Z")
+    assert len(first["time"]) == len("2024-01-01T00:00:00.000Z")
+    assert second["message"] == "second\nwith a newline"
+    assert second["level"] == "warning"
+    assert second["name"] == "pod-a"  # a LogRecord-reserved name, passed through "fields"
+    assert second["allowed"] is False
+    assert "fields" not in second
+    for standard in ("args", "msg", "levelno", "pathname", "lineno", "exc_info", "thread"):
+        assert standard not in first
+
+
+def test_exceptions_are_logged_with_their_traceback_on_one_line(
+    json_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_logger
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("failed", extra={"uid": "u-2"})
+    (entry,) = lines(stream)
+    assert entry["level"] == "error"
+    assert entry["uid"] == "u-2"
+    assert "RuntimeError: boom" in entry["traceback"]
+    assert "Traceback" in entry["traceback"]
+
+
+def test_values_that_are_not_json_are_stringified(
+    json_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_logger
+    logger.info("odd", extra={"thing": object(), "where": sys.version_info[:2]})
+    (entry,) = lines(stream)
+    assert entry["thing"].startswith("<object object")
+    assert entry["where"] == list(sys.version_info[:2])
+
+
+def test_configure_logging_sends_json_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")
+        logging.getLogger(DECISION_LOGGER).info("decided", extra={"uid": "u-3"})
+        logging.getLogger(DECISION_LOGGER).debug("hidden")
+        out = capsys.readouterr().out
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert [entry["message"] for entry in entries] == ["decided"]
+    assert entries[0]["uid"] == "u-3"
+    assert entries[0]["logger"] == DECISION_LOGGER
+
+
+def test_gunicorn_logconfig_uses_the_json_formatter() -> None:
+    config = gunicorn_logconfig("DEBUG")
+    assert config["formatters"]["json"]["()"] is JsonFormatter
+    assert config["root"]["level"] == "DEBUG"
+    assert config["loggers"]["gunicorn.error"]["handlers"] == ["stdout"]
+    assert config["handlers"]["stdout"]["stream"] == "ext://sys.stdout"
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def test_metrics_exposition_of_a_private_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    metrics = Metrics(CollectorRegistry())
+    metrics.requests.labels(operation="UPDATE", decision="denied").inc()
+    metrics.violations.labels(path="spec.containers[*].env").inc(2)
+    metrics.malformed.labels(reason="request body is empty").inc()
+    metrics.errors.inc()
+    metrics.duration.labels(operation="UPDATE").observe(0.0007)
+    text = metrics.exposition().decode()
+    assert (
+        'pod_replace_guard_admission_requests_total{decision="denied",operation="UPDATE"} 1.0'
+        in text
+    )
+    assert 'pod_replace_guard_violations_total{path="spec.containers[*].env"} 2.0' in text
+    assert 'pod_replace_guard_malformed_requests_total{reason="request body is empty"} 1.0' in text
+    assert "pod_replace_guard_internal_errors_total 1.0" in text
+    assert "pod_replace_guard_in_flight_requests 0.0" in text
+    assert (
+        'pod_replace_guard_admission_duration_seconds_bucket{le="0.001",operation="UPDATE"} 1.0'
+        in text
+    )
+
+
+def test_two_apps_have_independent_metrics() -> None:
+    first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    first.errors.inc()
+    assert first.errors._value.get() == 1.0
+    assert second.errors._value.get() == 0.0
+
+
+def test_duration_buckets_fit_millisecond_latencies() -> None:
+    assert list(DURATION_BUCKETS) == sorted(DURATION_BUCKETS)
+    assert DURATION_BUCKETS[0] <= 0.001
+    assert sum(1 for bucket in DURATION_BUCKETS if bucket <= 0.01) >= 4
+    assert DURATION_BUCKETS[-1] >= 2.5
+
+
+def test_certificate_reload_counter() -> None:
+    registry = CollectorRegistry()
+    counter = certificate_reload_counter(registry)
+    counter.labels(result="success").inc()
+    counter.labels(result="failure").inc(2)
+    assert (
+        registry.get_sample_value(
+            "pod_replace_guard_certificate_reloads_total", {"result": "failure"}
+        )
+        == 2.0
+    )
+    # Without a registry it is private, so it can be created twice.
+    certificate_reload_counter().labels(result="success").inc()
+    certificate_reload_counter().labels(result="success").inc()
