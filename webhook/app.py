@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from webhook.observe import DECISION_LOGGER, Metrics, metric_path
+from webhook.observe import DECISION_LOGGER, Metrics
 from webhook.policy import Decision, review
 from webhook.review import MalformedReview
 from webhook.settings import Settings
@@ -105,6 +105,19 @@ def _peek_uid(body: object) -> str | None:
     return None
 
 
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is over ``limit`` bytes.
+
+    Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH before reading (413),
+    but a chunked body (no Content-Length) just stops at the limit; one more byte
+    from the underlying stream tells a body that fits exactly from one cut short.
+    """
+    raw = request.get_data(cache=False)
+    if len(raw) >= limit and not request.content_length and request.input_stream.read(1):
+        return None
+    return raw
+
+
 @admission.post("/validate")
 def validate() -> Response:
     started = time.perf_counter()
@@ -114,14 +127,14 @@ def validate() -> Response:
     try:
         if request.mimetype != JSON:
             return _refuse(415, "UnsupportedMediaType", "content type must be application/json")
-        # Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH before reading,
-        # and stops a chunked body as soon as it passes the limit (HTTP 413).
-        raw = request.get_data(cache=False)
-        if len(raw) >= _settings().max_body_bytes:
-            # A chunked body (no Content-Length) stops quietly at the limit; asking for
-            # one more byte tells a body that fits exactly from one that was cut off
-            # (that read raises 413). With a Content-Length it reads nothing.
-            request.stream.read(1)
+        try:
+            raw = _read_body(_settings().max_body_bytes)
+        except HTTPException:
+            raise
+        except Exception:  # broken framing (bad chunk sizes) or a dropped connection
+            return _refuse(400, "BadRequest", "request body could not be read")
+        if raw is None:
+            return _refuse(413, "RequestEntityTooLarge", "request body is over the size limit")
         if not raw:
             return _refuse(400, "BadRequest", "request body is empty")
         try:
@@ -149,7 +162,7 @@ def validate() -> Response:
         metrics.requests.labels(operation=operation, decision=_decision_label(decision)).inc()
         metrics.duration.labels(operation=operation).observe(duration)
         for violation in decision.violations:
-            metrics.violations.labels(path=metric_path(violation.path)).inc()
+            metrics.count_violation(violation.path)
         _log_decision(decision, fields, duration)
         return _json(answer)
     except HTTPException as error:  # 413 from the body limit, raised while reading

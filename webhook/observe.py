@@ -24,6 +24,10 @@ DURATION_BUCKETS: Final = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 
+# A pod has a few hundred field paths; this bounds the label set even for hostile input.
+MAX_VIOLATION_LABELS: Final = 500
+OTHER_LABEL: Final = "other"
+
 _STANDARD_RECORD_KEYS: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -120,12 +124,27 @@ class Metrics:
             "Requests answered 500 because of an unexpected exception.",
             registry=registry,
         )
+        self._violation_labels: set[str] = set()
         self.in_flight = Gauge(
             "pod_replace_guard_in_flight_requests",
             "Admission requests being handled now.",
             registry=registry,
             multiprocess_mode="livesum",
         )
+
+    def count_violation(self, path: str) -> None:
+        """Count one violation under its rule-level label, keeping the label set bounded.
+
+        The API server drops unknown fields, but any other client could send made-up
+        field names; past MAX_VIOLATION_LABELS distinct labels (per process) the rest
+        are counted as "other".
+        """
+        label = metric_path(path)
+        if label not in self._violation_labels:
+            if len(self._violation_labels) >= MAX_VIOLATION_LABELS:
+                label = OTHER_LABEL
+            self._violation_labels.add(label)
+        self.violations.labels(path=label).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format: across all workers under gunicorn."""

@@ -75,10 +75,15 @@ _INDEX = re.compile(r"\[\d+\]")
 
 @dataclass
 class _Node:
-    """A node of the rule tree; ``terminal`` nodes allow any change beneath them."""
+    """A node of the rule tree; ``terminal`` nodes allow any change beneath them.
+
+    Map keys and list items are kept apart, so a map key spelled ``[*]`` can never
+    borrow the wildcard's rules.
+    """
 
     terminal: bool = False
     children: dict[str, _Node] = field(default_factory=dict)
+    items: _Node | None = None
 
 
 def _split(rule: str) -> list[str]:
@@ -90,7 +95,11 @@ def _build_tree(paths: Iterable[str]) -> _Node:
     for rule in paths:
         node = root
         for segment in _split(rule):
-            node = node.children.setdefault(segment, _Node())
+            if segment == WILDCARD:
+                node.items = node.items or _Node()
+                node = node.items
+            else:
+                node = node.children.setdefault(segment, _Node())
         node.terminal = True
     return root
 
@@ -138,7 +147,7 @@ def _diff(old: object, new: object, node: _Node, path: str, depth: int, out: lis
         if old_list is None or new_list is None or len(old_list) != len(new_list):
             out.append(path)
             return
-        child = node.children.get(WILDCARD, _LEAF)
+        child = node.items or _LEAF
         for index, (old_item, new_item) in enumerate(zip(old_list, new_list, strict=True)):
             if old_item is new_item or old_item == new_item:
                 continue

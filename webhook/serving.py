@@ -97,40 +97,40 @@ class CertificateReloader:
         )
 
     def context(self) -> ssl.SSLContext:
-        now = self._clock()
-        if now - self._checked_at < self._settings.cert_reload_seconds:
+        if self._clock() - self._checked_at < self._settings.cert_reload_seconds:
             return self._context
         with self._lock:
-            if now - self._checked_at < self._settings.cert_reload_seconds:
-                return self._context
-            self._checked_at = now
-            signature = self._stat()
-            if signature != self._signature:
-                try:
-                    self._context = self._build()
-                except (OSError, ssl.SSLError, ValueError) as error:
-                    self._reloads.labels(result="failure").inc()
-                    log.warning(
-                        "serving certificate changed but could not be loaded; keeping the old one",
-                        extra={
-                            "event": "certificate-reload",
-                            "result": "failure",
-                            "error": str(error),
-                        },
-                    )
-                    return self._context
-                self._signature = signature
-                self.serial = _certificate_serial(self._settings.cert_file)
-                self._reloads.labels(result="success").inc()
-                log.info(
-                    "serving certificate reloaded",
-                    extra={
-                        "event": "certificate-reload",
-                        "result": "success",
-                        "serial": f"{self.serial:x}",
-                    },
-                )
+            # Handshakes that arrive while a new pair is being loaded wait here for
+            # it, rather than being handed the old certificate.
+            if self._clock() - self._checked_at >= self._settings.cert_reload_seconds:
+                self._reload_if_changed()
+                self._checked_at = self._clock()
             return self._context
+
+    def _reload_if_changed(self) -> None:
+        signature = self._stat()
+        if signature == self._signature:
+            return
+        try:
+            self._context = self._build()
+        except (OSError, ssl.SSLError, ValueError) as error:
+            self._reloads.labels(result="failure").inc()
+            log.warning(
+                "serving certificate changed but could not be loaded; keeping the old one",
+                extra={"event": "certificate-reload", "result": "failure", "error": str(error)},
+            )
+            return
+        self._signature = signature
+        self.serial = _certificate_serial(self._settings.cert_file)
+        self._reloads.labels(result="success").inc()
+        log.info(
+            "serving certificate reloaded",
+            extra={
+                "event": "certificate-reload",
+                "result": "success",
+                "serial": f"{self.serial:x}",
+            },
+        )
 
     def ready(self) -> tuple[bool, str]:
         return True, "configuration valid, certificate loaded"

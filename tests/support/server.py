@@ -36,6 +36,9 @@ class Server:
     cert_dir: Path
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # Presented by tls_context() (and so connection/get/post_review) when set: for
+    # servers started with --client-ca.
+    client_cert: tuple[Path, Path] | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -47,6 +50,7 @@ class Server:
 
     def tls_context(self, client_cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_file))
+        client_cert = client_cert or self.client_cert
         if client_cert:
             context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
         return context
@@ -126,6 +130,7 @@ def start_server(
     args: list[str] | None = None,
     generate_certs: bool = True,
     port: int | None = None,
+    client_cert: tuple[Path, Path] | None = None,
 ) -> Server:
     """Start the webhook as users do (``python -m webhook serve``) and wait until ready."""
     cert_dir = work_dir / "certs"
@@ -155,7 +160,7 @@ def start_server(
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
         )
-    server = Server(process, port, cert_dir, log_path, full_env)
+    server = Server(process, port, cert_dir, log_path, full_env, client_cert)
     try:
         wait_ready(server)
     except BaseException:
