@@ -74,6 +74,7 @@ def test_updates_spaced_around_the_keepalive_timeout(
             ok, stderr = _label(plane, namespace, "idle", f"r{round_}-{index}")
             if not ok:
                 failures.append((gap, stderr))
+    print(f"\n{3 * len(gaps)} updates spaced {gaps} s apart: {len(failures)} failed")
     assert failures == [], failures
     judged = [
         line for line in short_keepalive_webhook.log_lines() if line.get("event") == "decision"
@@ -141,6 +142,7 @@ def test_hung_webhook_is_bounded_by_timeout_seconds(
             os.kill(pid, signal.SIGCONT)
         webhook.failure_policy = "Fail"
         webhook.install()
+    print(f"\nhung webhook, failurePolicy {policy}: kubectl answered after {elapsed:.2f}s, ok={ok}")
     assert elapsed < timeout_seconds + 5, f"the API server waited {elapsed:.1f}s"
     assert elapsed >= timeout_seconds - 0.5, (
         f"answered in {elapsed:.1f}s: the webhook was not waited for"
