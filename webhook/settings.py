@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import yaml
 
@@ -81,27 +81,21 @@ def _as_list(key: str, value: object) -> tuple[str, ...]:
     return tuple(item for item in items if item)
 
 
-def _as_int(minimum: int, maximum: int) -> Callable[[str, object], int]:
-    def parse(key: str, value: object) -> int:
+_Number = TypeVar("_Number", int, float)
+
+
+def _as_number(
+    kind: type[_Number], minimum: _Number, maximum: _Number
+) -> Callable[[str, object], _Number]:
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(key: str, value: object) -> _Number:
         try:
-            number = int(str(value).strip()) if not isinstance(value, bool) else None
+            number = kind(str(value).strip()) if not isinstance(value, bool) else None
         except ValueError:
             number = None
         if number is None or not minimum <= number <= maximum:
-            raise ConfigError(f"{key}: must be a whole number from {minimum} to {maximum}")
-        return number
-
-    return parse
-
-
-def _as_float(minimum: float, maximum: float) -> Callable[[str, object], float]:
-    def parse(key: str, value: object) -> float:
-        try:
-            number = float(str(value).strip()) if not isinstance(value, bool) else None
-        except ValueError:
-            number = None
-        if number is None or not minimum <= number <= maximum:
-            raise ConfigError(f"{key}: must be a number from {minimum} to {maximum}")
+            raise ConfigError(f"{key}: must be {what} from {minimum} to {maximum}")
         return number
 
     return parse
@@ -146,17 +140,17 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "exempt_groups": ("exemptGroups", _as_list),
     "exempt_namespaces": ("exemptNamespaces", _as_list),
     "namespace": ("namespace", _name),
-    "max_body_bytes": ("maxBodyBytes", _as_int(1024, 64 * 1024 * 1024)),
+    "max_body_bytes": ("maxBodyBytes", _as_number(int, 1024, 64 * 1024 * 1024)),
     "log_level": ("logLevel", _one_of(LOG_LEVELS, str.upper)),
     "bind": ("bind", _bind),
     "cert_dir": ("certDir", _path),
     "client_ca": ("clientCA", _path),
     "tls_min_version": ("tlsMinVersion", _one_of(TLS_VERSIONS)),
-    "workers": ("workers", _as_int(1, 64)),
-    "threads": ("threads", _as_int(1, 256)),
-    "keepalive": ("keepalive", _as_int(1, 3600)),
-    "graceful_timeout": ("gracefulTimeout", _as_int(1, 3600)),
-    "cert_reload_seconds": ("certReloadSeconds", _as_float(0.0, 3600.0)),
+    "workers": ("workers", _as_number(int, 1, 64)),
+    "threads": ("threads", _as_number(int, 1, 256)),
+    "keepalive": ("keepalive", _as_number(int, 1, 3600)),
+    "graceful_timeout": ("gracefulTimeout", _as_number(int, 1, 3600)),
+    "cert_reload_seconds": ("certReloadSeconds", _as_number(float, 0.0, 3600.0)),
 }
 
 
