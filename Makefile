@@ -72,6 +72,8 @@ soak: install ## long load and fault tests on loopback (bounded)
 
 .PHONY: bench
 bench: install ## benchmarks -> benchmarks/results.json (BENCH_QUICK=1 for a short run)
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the HTTP load"; \
+	  apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh >/dev/null
 	$(PY) -m benchmarks.run
 
