@@ -1,0 +1,29 @@
+"""The local control plane is the release it was built from, client and server alike."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.e2e.cluster import BUILD_SCRIPT, ControlPlane
+
+
+def test_kubectl_and_apiserver_are_one_release(plane: ControlPlane) -> None:
+    if not plane.local:
+        pytest.skip("a kind cluster brings its own versions")
+    versions = json.loads(plane.kubectl("version", "-o", "json").stdout)
+    client, server = (
+        versions["clientVersion"]["gitVersion"],
+        versions["serverVersion"]["gitVersion"],
+    )
+    print(f"\nKubernetes: kube-apiserver {server}, kubectl {client}")
+    assert client == server
+    wanted = os.environ.get("K8S_VERSION")
+    if not wanted:  # the version pinned in the Go module
+        go_mod = (BUILD_SCRIPT.parent / "go.mod").read_text()
+        wanted = next(
+            line.split()[-1] for line in go_mod.splitlines() if "k8s.io/kubernetes v" in line
+        )
+    assert server == "v" + wanted.removeprefix("v")
