@@ -108,8 +108,14 @@ def _new_ca(common_name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x5
 
 def _load_ca(out_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None:
     cert_path, key_path = out_dir / CA_CERT, out_dir / CA_KEY
-    if not cert_path.exists() or not key_path.exists():
+    if not cert_path.exists() and not key_path.exists():
         return None
+    if not cert_path.exists() or not key_path.exists():
+        # Making a new CA here would silently invalidate every caBundle in use.
+        present, absent = (CA_CERT, CA_KEY) if cert_path.exists() else (CA_KEY, CA_CERT)
+        raise CertificateError(
+            f"{out_dir}: {present} without {absent}; restore it or pass --new-ca"
+        )
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

@@ -260,3 +260,15 @@ def test_corrupt_ca_is_replaced_when_asked(tmp_path: Path) -> None:
     issued = write_certificates(tmp_path, SERVICE, NAMESPACE, new_ca=True)
     assert issued.reused_ca is False
     load_cert(tmp_path / TLS_CERT).verify_directly_issued_by(load_cert(tmp_path / CA_CERT))
+
+
+@pytest.mark.parametrize("kept", ["ca.crt", "ca.key"])
+def test_half_a_ca_is_an_error_not_a_new_ca(tmp_path: Path, kept: str) -> None:
+    write_certificates(tmp_path, "svc", "ns")
+    bundle_before = (tmp_path / "ca.crt").read_bytes()
+    (tmp_path / ("ca.key" if kept == "ca.crt" else "ca.crt")).unlink()
+    with pytest.raises(CertificateError, match="without"):
+        write_certificates(tmp_path, "svc", "ns")
+    if kept == "ca.crt":
+        assert (tmp_path / "ca.crt").read_bytes() == bundle_before
+    assert write_certificates(tmp_path, "svc", "ns", new_ca=True).reused_ca is False
