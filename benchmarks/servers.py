@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, children, memory_kib, tree_cpu_seconds
-from tests.support.server import free_port
+from tests.support.server import free_port, stop_process
 from webhook.settings import Settings
 
 WORKERS = Settings().workers
@@ -93,13 +92,7 @@ class RunningServer:
             conn.close()
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, timeout)
 
 
 def _environment(work_dir: Path, name: str) -> dict[str, str]:

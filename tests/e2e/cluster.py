@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.server import free_port
+from tests.support.server import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tests" / "e2e" / "controlplane" / "build.sh"
@@ -251,16 +250,6 @@ def _wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25)
     raise TimeoutError(f"{what} not ready within {timeout}s (last error: {last_error})")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 @contextlib.contextmanager
 def local_control_plane(work_dir: Path, version: str | None = None) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver on loopback; torn down on exit, even on failure."""
@@ -338,7 +327,7 @@ def local_control_plane(work_dir: Path, version: str | None = None) -> Iterator[
         yield plane
     finally:
         for process in reversed(plane.processes):
-            _stop(process)
+            stop_process(process, 15)
 
 
 def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
