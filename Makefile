@@ -67,8 +67,8 @@ fuzz: install ## property-based fuzzing with a large budget
 	FUZZ_EXAMPLES=20000 $(PY) -m pytest -p no:cacheprovider tests -k fuzz
 
 .PHONY: soak
-soak: install ## long load and fault tests on loopback (bounded)
-	SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/reliability -k soak
+soak: install controlplane ## long load, fault and idle-connection tests on loopback (bounded)
+	SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/reliability tests/e2e/test_connections.py -k soak
 
 .PHONY: bench
 bench: install ## benchmarks -> benchmarks/results.json (BENCH_QUICK=1 for a short run)

@@ -16,7 +16,7 @@ from typing import IO, Any, NoReturn
 import yaml
 
 from webhook.review import MalformedReview
-from webhook.settings import ConfigError, load_settings
+from webhook.settings import ConfigError, cautions, load_settings
 
 PROG = "pod-replace-guard"
 EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
@@ -222,6 +222,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level)
     log = logging.getLogger("pod_replace_guard.cli")
+    for caution in cautions(settings):
+        log.warning(caution, extra={"event": "config-caution"})
     from webhook.certs import has_serving_certificate, write_certificates
 
     if not has_serving_certificate(settings.cert_dir):

@@ -21,6 +21,9 @@ Mode = Literal["enforce", "warn", "audit"]
 MODES: Final[tuple[Mode, ...]] = ("enforce", "warn", "audit")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 TLS_VERSIONS: Final = ("1.2", "1.3")
+# The API server's webhook client closes connections idle this long (Go's
+# http.Transport IdleConnTimeout, set by client-go's transport defaults).
+API_SERVER_IDLE_TIMEOUT_SECONDS: Final = 90
 
 
 class ConfigError(ValueError):
@@ -205,6 +208,21 @@ def load_settings(
         if value is not None:
             values[name] = _FIELDS[name][1]("--" + name.replace("_", "-"), value)
     return Settings(**values)
+
+
+def cautions(settings: Settings) -> list[str]:
+    """Valid settings that are known to cost refused updates, each naming its key."""
+    found = []
+    if settings.keepalive <= API_SERVER_IDLE_TIMEOUT_SECONDS:
+        # Go retries a POST only if none of it was written, so a connection the
+        # webhook closes as idle, just as the API server reuses it, fails that
+        # admission call (failurePolicy Fail: a refused pod update).
+        found.append(
+            f"{env_name('keepalive')}: {settings.keepalive} s is not longer than the API "
+            f"server's {API_SERVER_IDLE_TIMEOUT_SECONDS} s idle-connection timeout; an "
+            "update sent just as the webhook closes an idle connection fails"
+        )
+    return found
 
 
 def describe() -> list[tuple[str, str, str, str]]:

@@ -173,3 +173,17 @@ def test_empty_cert_dir_generates_certificates(tmp_path: Path) -> None:
     with running_server(tmp_path, workers=1, generate_certs=False) as again:
         assert not [line for line in again.log_lines() if line.get("event") == "dev-certificates"]
     assert (cert_dir / "tls.crt").read_bytes() == serial
+
+
+def test_short_keepalive_is_cautioned_in_the_log(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1, env={"PRG_KEEPALIVE": "30"}) as server:
+        status, _ = server.post_review(update_review())
+        assert status == 200
+        cautioned = [line for line in server.log_lines() if line.get("event") == "config-caution"]
+    assert len(cautioned) == 1
+    assert cautioned[0]["level"] == "warning"
+    assert cautioned[0]["message"].startswith("PRG_KEEPALIVE: 30 s is not longer")
+
+
+def test_default_settings_log_no_caution(server: Server) -> None:
+    assert not [line for line in server.log_lines() if line.get("event") == "config-caution"]

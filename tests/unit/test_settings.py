@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from webhook.settings import (
+    API_SERVER_IDLE_TIMEOUT_SECONDS,
     ENV_PREFIX,
     ConfigError,
     Settings,
+    cautions,
     describe,
     env_name,
     load_settings,
@@ -371,3 +373,30 @@ def test_yaml_value_errors_are_reported_before_env_is_read(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={"PRG_WORKERS": "4"}, config_file=path)
     assert str(caught.value).startswith("workers: ")
+
+
+# --- cautions: valid settings known to cost refused updates ---------------------------------------
+
+
+def test_defaults_need_no_caution() -> None:
+    assert cautions(Settings()) == []
+
+
+@pytest.mark.parametrize(
+    ("keepalive", "cautioned"),
+    [
+        (1, True),
+        (30, True),
+        (API_SERVER_IDLE_TIMEOUT_SECONDS, True),
+        (API_SERVER_IDLE_TIMEOUT_SECONDS + 1, False),
+        (3600, False),
+    ],
+)
+def test_keepalive_not_longer_than_the_api_servers_idle_timeout_is_cautioned(
+    keepalive: int, cautioned: bool
+) -> None:
+    found = cautions(Settings(keepalive=keepalive))
+    assert bool(found) is cautioned
+    if cautioned:
+        assert found[0].startswith("PRG_KEEPALIVE: ")
+        assert f"{API_SERVER_IDLE_TIMEOUT_SECONDS} s" in found[0]
