@@ -21,14 +21,19 @@ import pytest
 from tests.e2e.cluster import ControlPlane, install_webhook
 from tests.e2e.conftest import Webhook, wait_for_enforcement
 from tests.e2e.test_enforcement import create_pod
-from tests.support.server import Server, start_server
+from tests.support.server import (
+    TCP_TIME_WAIT,
+    Server,
+    established_client_ports,
+    start_server,
+    tcp_sockets,
+)
 from webhook.settings import API_SERVER_IDLE_TIMEOUT_SECONDS
 
 # The make-test webhook closes idle connections itself after this many seconds; the
 # product's 120 s is longer than the API server's own idle timeout.
-KEEPALIVE = 2
+KEEPALIVE = 3
 SOAK = bool(os.environ.get("PRG_SOAK") or os.environ.get("SOAK"))
-ESTABLISHED, TIME_WAIT = "01", "06"
 
 
 @pytest.fixture
@@ -41,12 +46,20 @@ def local_only(plane: ControlPlane) -> None:
 def short_keepalive_webhook(
     plane: ControlPlane, webhook: Webhook, local_only: None, tmp_path: Path
 ) -> Iterator[Server]:
-    """The shared webhook swapped for one with a short keep-alive, then restored."""
+    """The shared webhook swapped for one with a short keep-alive, then restored.
+
+    Yielded once the connections the enforcement probes opened are closed, so that no
+    update of the test lands on the instant the webhook closes one of them."""
     webhook.stop()
     server = start_server(tmp_path, workers=2, threads=4, env={"PRG_KEEPALIVE": str(KEEPALIVE)})
     bundle = _bundle(server)
     install_webhook(plane, f"{server.url}/validate", bundle)
     wait_for_enforcement(plane)
+    deadline = time.monotonic() + KEEPALIVE + 10
+    while webhook_connections(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not webhook_connections(server), "the webhook closed its idle connections"
+    time.sleep(0.3)  # and the API server has seen them close
     try:
         yield server
     finally:
@@ -67,35 +80,17 @@ def _label(plane: ControlPlane, namespace: str, name: str, value: str) -> tuple[
     return result.returncode == 0, result.stderr
 
 
-def _sockets(state: str) -> set[tuple[int, int]]:
-    """(local port, remote port) of this host's loopback TCP sockets in ``state``."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == state:
-                found.add(
-                    (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16))
-                )
-    return found
+def webhook_connections(server: Server) -> set[int]:
+    """The API server's ports of the connections the webhook holds open."""
+    return set(established_client_ports(server))
 
 
-def webhook_connections(port: int) -> set[int]:
-    """The API server's ports of the connections the webhook on ``port`` holds open."""
-    return {remote for local, remote in _sockets(ESTABLISHED) if local == port}
-
-
-def closed_first_by(port: int, client_port: int) -> str:
-    """Which side closed the connection (webhook ``port``, API server ``client_port``)
-    first: the side that closes first keeps it in TIME_WAIT."""
-    waiting = _sockets(TIME_WAIT)
-    if (port, client_port) in waiting:
+def closed_first_by(server: Server, client_port: int) -> str:
+    """Which side closed a connection first: that side keeps it in TIME_WAIT."""
+    waiting = {(local, remote) for local, remote, _ in tcp_sockets(TCP_TIME_WAIT)}
+    if (server.port, client_port) in waiting:
         return "webhook"
-    if (client_port, port) in waiting:
+    if (client_port, server.port) in waiting:
         return "api-server"
     return "unknown"
 
@@ -103,31 +98,31 @@ def closed_first_by(port: int, client_port: int) -> str:
 def test_idle_connection_closed_by_the_webhook_is_not_reused(
     plane: ControlPlane, short_keepalive_webhook: Server, namespace: str
 ) -> None:
-    """Keep-alive 2 s: an update 0.5 s after the last reuses the API server's pooled
+    """Keep-alive 3 s: an update 0.5 s after the last reuses the API server's pooled
     connection; one KEEPALIVE + 3 s later (gunicorn checks expiry once a second) finds
     it closed by the webhook, and the API server dials anew instead of failing."""
-    port = short_keepalive_webhook.port
+    server = short_keepalive_webhook
     create_pod(plane, namespace, "idle")
     failures = []
     reused = fresh = 0
     ok, stderr = _label(plane, namespace, "idle", "warm")
     failures += [] if ok else [("warm", stderr)]
     for round_ in range(3):
-        pooled = webhook_connections(port)
+        pooled = webhook_connections(server)
         assert len(pooled) == 1, f"one pooled connection to the webhook, not {pooled}"
         time.sleep(0.5)
         ok, stderr = _label(plane, namespace, "idle", f"r{round_}-soon")
         failures += [] if ok else [("soon", stderr)]
-        assert webhook_connections(port) == pooled, "an update 0.5 s later reused it"
+        assert webhook_connections(server) == pooled, "an update 0.5 s later reused it"
         reused += 1
         time.sleep(KEEPALIVE + 3)
         # Gone within seconds, far from Go's 90 s idle timeout: the webhook closed it.
         # (No TIME_WAIT to see here: the webhook's socket is gone when the API
         # server's TLS close_notify arrives, so the kernel answers with a reset.)
-        assert webhook_connections(port) == set(), "the webhook closed the idle connection"
+        assert webhook_connections(server) == set(), "the webhook closed the idle connection"
         ok, stderr = _label(plane, namespace, "idle", f"r{round_}-late")
         failures += [] if ok else [("late", stderr)]
-        after = webhook_connections(port)
+        after = webhook_connections(server)
         assert len(after) == 1, after
         assert not after & pooled, "a new connection after the close"
         fresh += 1
@@ -153,7 +148,7 @@ def test_soak_updates_around_the_api_servers_idle_timeout(
     update never meets a connection the webhook is closing. ``make test`` waits past the
     timeout once; ``make soak`` spaces updates just under, at and just over it."""
     assert webhook.server is not None
-    port = webhook.server.port
+    server = webhook.server
     idle = API_SERVER_IDLE_TIMEOUT_SECONDS
     gaps = [idle - 5, idle - 0.5, idle, idle + 0.5, idle + 5] if SOAK else [idle + 5]
     create_pod(plane, namespace, "idle-default")
@@ -162,13 +157,13 @@ def test_soak_updates_around_the_api_servers_idle_timeout(
     ok, stderr = _label(plane, namespace, "idle-default", "warm")
     failures += [] if ok else [("warm", stderr)]
     for index, gap in enumerate(gaps):
-        pooled = webhook_connections(port)
+        pooled = webhook_connections(server)
         assert pooled, "the API server keeps a connection to the webhook"
         time.sleep(gap)
-        still_open = webhook_connections(port)
+        still_open = webhook_connections(server)
         if gap > idle + 1:
             assert not still_open & pooled, f"idle {gap} s: the API server closed it"
-        closers += [closed_first_by(port, client) for client in pooled - still_open]
+        closers += [closed_first_by(server, client) for client in pooled - still_open]
         ok, stderr = _label(plane, namespace, "idle-default", f"gap-{index}")
         failures += [] if ok else [(f"{gap} s", stderr)]
     print(
@@ -194,14 +189,14 @@ def test_updates_across_worker_restart_and_full_restart(
     # their idle connections. Updating at that instant is the HTTP/1.1 race that
     # test_idle_connection_closed_by_the_webhook_is_not_reused describes, so wait
     # until they are closed: the point is that closed connections are not reused.
-    port = short_keepalive_webhook.port
-    pooled = webhook_connections(port)
+    server = short_keepalive_webhook
+    pooled = webhook_connections(server)
     assert pooled
     os.kill(short_keepalive_webhook.process.pid, signal.SIGHUP)
     deadline = time.monotonic() + 15
-    while webhook_connections(port) & pooled and time.monotonic() < deadline:
+    while webhook_connections(server) & pooled and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not webhook_connections(port) & pooled, "the old workers closed their connections"
+    assert not webhook_connections(server) & pooled, "the old workers closed their connections"
     time.sleep(0.5)
     for step in range(3):
         ok, stderr = _label(plane, namespace, "restarts", f"hup-{step}")

@@ -183,7 +183,7 @@ def running_server(work_dir: Path, **kwargs: Any) -> Iterator[Server]:
         server.stop()
 
 
-# --- Additions for the process and reliability suites (additive: nothing above changed) ---
+# --- Raw HTTP, worker discovery and log reading for the process and reliability suites ---
 
 
 @dataclass
@@ -339,19 +339,26 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def _server_socket_inodes(port: int) -> dict[int, int]:
-    """Server-side TCP sockets on loopback ``port``: {client port: socket inode}."""
-    found: dict[int, int] = {}
+TCP_ESTABLISHED, TCP_TIME_WAIT = "01", "06"  # state codes of /proc/net/tcp
+
+
+def tcp_sockets(state: str) -> list[tuple[int, int, int]]:
+    """(local port, remote port, inode) of this host's TCP sockets in ``state``."""
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for row in Path(table).read_text().splitlines()[1:]:
                 fields = row.split()
-                local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                state = fields[3]
-                if local_port == port and state == "01":  # ESTABLISHED
-                    found[remote_port] = int(fields[9])
+                if fields[3] == state:
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    found.append((local_port, remote_port, int(fields[9])))
     return found
+
+
+def _server_socket_inodes(port: int) -> dict[int, int]:
+    """Server-side TCP sockets on loopback ``port``: {client port: socket inode}."""
+    return {remote: inode for local, remote, inode in tcp_sockets(TCP_ESTABLISHED) if local == port}
 
 
 def connection_owners(server: Server, client_ports: list[int]) -> dict[int, int | None]:
