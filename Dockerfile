@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # pod-replace-guard: the admission webhook image (make image).
 #
 # Two stages: the build stage installs the package and its runtime dependencies
@@ -7,27 +6,39 @@
 # The entry point is the console script in exec form: no shell is used at run time.
 # `serve` runs gunicorn in-process with the committed configuration
 # (webhook/serving.py); settings come from PRG_* variables (deploy/README.md).
+#
+# No `# syntax=` line on purpose: BuildKit would pull that frontend image from a
+# registry, which an air-gapped build cannot reach.
+#
+# Air-gapped builds (docs/kind.md): PYTHON_IMAGE names a local base with python3 and its
+# venv module (hack/kind/rootfs.sh python builds one from Debian packages), and
+# `--build-arg PIP_NO_INDEX=1` makes pip install only from wheelhouse/, which
+# hack/wheelhouse.sh fills on a machine that reaches a package index. Without those
+# arguments pip uses the index as usual and wheelhouse/ holds only its README.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
+ARG PIP_NO_INDEX
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_ROOT_USER_ACTION=ignore
-RUN python -m venv /opt/pod-replace-guard
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_FIND_LINKS=/wheelhouse
+RUN python3 -m venv /opt/pod-replace-guard
 ENV PATH=/opt/pod-replace-guard/bin:$PATH
 WORKDIR /src
 # Only what the package build needs (see .dockerignore).
 COPY pyproject.toml README.md ./
+COPY wheelhouse/ /wheelhouse/
 COPY webhook ./webhook
 # A regular (not editable) install of the runtime dependencies, byte-compiled now
 # because the root filesystem is read-only at run time. pip itself is not needed
 # after this, so it is removed from the environment. The last lines check, outside the
 # source tree, that the installed package and its console script work.
 RUN pip install --no-cache-dir . \
- && python -m pip uninstall --yes pip \
+ && python3 -m pip uninstall --yes pip \
  && cd / \
- && python -c "import webhook.cli, webhook.app, webhook.serving" \
+ && python3 -c "import webhook.cli, webhook.app, webhook.serving" \
  && pod-replace-guard --help >/dev/null
 
 FROM ${PYTHON_IMAGE}

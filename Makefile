@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 BIND ?= 127.0.0.1:8443
 CERT_DIR ?= certs
 K8S_VERSION ?=
+# The newest Kubernetes release the Go module proxy serves; CI runs the local suite on it too.
+K8S_NEWEST ?= 1.37.2
 CLUSTER ?= pod-replace-guard
 IMAGE ?= pod-replace-guard:dev
 NAMESPACE ?= pod-replace-guard
@@ -45,7 +47,7 @@ controlplane: ## build kube-apiserver, etcd and kubectl from Go modules (cached 
 	K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh
 
 .PHONY: test
-test: lint ## everything: lint, unit, HTTP, real processes, and the real-apiserver suite (CI=true)
+test: lint ## everything: lint, unit, HTTP, real processes, the real-apiserver suite; with CI=true also v$(K8S_NEWEST) and kind
 	@# Build (or find cached) kube-apiserver/etcd/kubectl first, outside pytest's
 	@# per-test timeout. In CI a missing Go toolchain fails here; elsewhere the suite
 	@# skips with the reason printed.
@@ -53,6 +55,18 @@ test: lint ## everything: lint, unit, HTTP, real processes, and the real-apiserv
 	  K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh >/dev/null; \
 	fi
 	$(PY) -m pytest -p no:cacheprovider
+	@if [ "$${CI:-}" = "true" ] || [ -n "$(FULL)" ]; then \
+	  $(MAKE) --no-print-directory e2e-newest kind-test; \
+	else \
+	  echo "SKIPPING the local control plane on v$(K8S_NEWEST) and the kind cluster suite:"; \
+	  echo "  they run with CI=true or FULL=1 (they build Kubernetes $(K8S_NEWEST), and kind needs"; \
+	  echo "  a Docker engine, which hack/kind/host.sh installs and starts as root)"; \
+	fi
+
+.PHONY: e2e-newest
+e2e-newest: install ## the end-to-end suite on a local control plane of the newest Kubernetes ($(K8S_NEWEST))
+	K8S_VERSION=$(K8S_NEWEST) tests/e2e/controlplane/build.sh >/dev/null
+	K8S_VERSION=$(K8S_NEWEST) E2E_TARGET=local $(PY) -m pytest -p no:cacheprovider tests/e2e
 
 .PHONY: unit
 unit: install ## the fast tests only (no processes, no API server)
@@ -77,35 +91,57 @@ bench: install ## benchmarks -> benchmarks/results.json (BENCH_QUICK=1 for a sho
 	K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh >/dev/null
 	$(PY) -m benchmarks.run
 
-# --- kind flow (needs Docker; runs in .github/workflows/kind.yml) -----------------
+# --- kind flow ---------------------------------------------------------------------
+# A kind cluster (control plane + worker) with the webhook deployed from deploy/. With no
+# registry the node image is assembled locally (hack/kind/, docs/kind.md); set
+# KIND_NODE_IMAGE=kindest/node:v1.34.x to use the stock one. IMAGE_OFFLINE=1 builds the
+# webhook image from a Debian base and wheelhouse/ with no package index.
+KIND_NODE_IMAGE ?=
+IMAGE_OFFLINE ?=
+PYTHON_IMAGE ?= python:3.11-slim
+KIND_ENV := CLUSTER=$(CLUSTER) KIND_NODE_IMAGE=$(KIND_NODE_IMAGE)
+# kind and the kubectl of the node's release, from the cache hack/kind fills.
+KIND_TOOLS := $$(source hack/kind/lib.sh && echo "$$PATH")
+
 .PHONY: kind-up
-kind-up: ## create a kind cluster named $(CLUSTER)
-	kind get clusters | grep -qx $(CLUSTER) || kind create cluster --name $(CLUSTER) --wait 120s
+kind-up: ## create the kind cluster $(CLUSTER) (control plane + worker), offline if need be
+	$(KIND_ENV) hack/kind/up.sh
 
 .PHONY: kind-down
-kind-down: ## delete the kind cluster
-	kind delete cluster --name $(CLUSTER)
+kind-down: ## delete the kind cluster $(CLUSTER)
+	$(KIND_ENV) hack/kind/down.sh
 
 .PHONY: image
-image: ## build the container image $(IMAGE)
-	docker build -t $(IMAGE) .
+image: ## build the webhook image $(IMAGE) (IMAGE_OFFLINE=1: Debian base, pip from wheelhouse/)
+	@if [ -n "$(IMAGE_OFFLINE)" ]; then \
+	  hack/kind/host.sh; \
+	  base=$$(hack/kind/rootfs.sh python); \
+	  ls wheelhouse/*.whl >/dev/null 2>&1 || PYTHON=$(PYTHON) hack/wheelhouse.sh; \
+	  set -x; DOCKER_BUILDKIT=0 docker build -q -t $(IMAGE) --build-arg PYTHON_IMAGE=$$base --build-arg PIP_NO_INDEX=1 .; \
+	else \
+	  set -x; docker build -t $(IMAGE) --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) .; \
+	fi
 
 .PHONY: kind-load
-kind-load: ## load $(IMAGE) into the kind cluster
-	kind load docker-image $(IMAGE) --name $(CLUSTER)
+kind-load: ## load $(IMAGE) into the kind cluster's nodes
+	PATH="$(KIND_TOOLS)" kind load docker-image $(IMAGE) --name $(CLUSTER)
 
 .PHONY: deploy
 deploy: install ## install into the current kube context (certs generated, caBundle injected)
-	PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) deploy/install.sh
+	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) deploy/install.sh
 
 .PHONY: undeploy
 undeploy: ## remove the webhook from the current kube context
-	kubectl delete validatingwebhookconfiguration pod-replace-guard --ignore-not-found
-	kubectl delete namespace $(NAMESPACE) --ignore-not-found
+	PATH="$(KIND_TOOLS)" kubectl delete validatingwebhookconfiguration pod-replace-guard --ignore-not-found
+	PATH="$(KIND_TOOLS)" kubectl delete namespace $(NAMESPACE) --ignore-not-found
 
 .PHONY: e2e-kind
 e2e-kind: install ## the end-to-end suite against the deployed webhook in the current kube context
-	E2E_TARGET=cluster $(PY) -m pytest -p no:cacheprovider tests/e2e
+	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster $(PY) -m pytest -p no:cacheprovider tests/e2e
+
+.PHONY: kind-test
+kind-test: install ## the whole kind flow: kind-up image kind-load deploy e2e-kind, then kind-down
+	hack/kind/test.sh
 
 .PHONY: clean
 clean: ## remove the venv and caches (not the Go binaries cache)

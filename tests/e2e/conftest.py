@@ -5,7 +5,13 @@ E2E_TARGET selects the cluster:
   loopback; the webhook runs as ``python -m webhook serve`` on 127.0.0.1 and the
   ValidatingWebhookConfiguration from deploy/ points at it by url.
 - ``cluster``: the current kubeconfig context (kind), with the webhook deployed by
-  ``make deploy``.
+  ``make deploy``: the webhook runs as pods behind its Service, next to a real
+  kubelet, scheduler and controller-manager.
+
+Most tests run on both. A test that starts or signals the local webhook process is
+marked ``local_plane``; its in-cluster equivalent (deleting, scaling, restarting,
+draining and freezing the webhook's pods) is marked ``real_cluster``. Each run
+deselects the other kind and says so; none is skipped.
 
 Outside CI, a machine without Go skips this suite with the reason printed; with
 CI=true it must run.
@@ -38,10 +44,20 @@ WEBHOOK_NAMESPACE = "pod-replace-guard"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    on_cluster = os.environ.get("E2E_TARGET", "local") == "cluster"
+    other = "local_plane" if on_cluster else "real_cluster"
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+        (deselected if item.get_closest_marker(other) else kept).append(item)
+    if deselected:
+        where = "a real cluster" if on_cluster else "the local control plane"
+        print(f"\non {where}: {len(deselected)} tests for the other environment deselected")
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -65,25 +81,29 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 def ensure_namespace(plane: ControlPlane, name: str) -> None:
-    """A namespace with its default ServiceAccount.
+    """A namespace with its default ServiceAccount, which pods need.
 
-    kube-controller-manager normally creates the ServiceAccount; the local control
-    plane does not run it, and pods cannot be created without one.
+    On a real cluster kube-controller-manager creates the ServiceAccount (creating it
+    too would race with it); the local control plane does not run it.
     """
-    plane.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": name, "labels": {"e2e": "pod-replace-guard"}},
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": "default", "namespace": name},
-            },
-        ]
-    )
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"e2e": "pod-replace-guard"}},
+    }
+    if not plane.local:
+        plane.apply(namespace)
+        deadline = time.monotonic() + 60
+        while plane.kubectl("-n", name, "get", "sa", "default", check=False).returncode != 0:
+            assert time.monotonic() < deadline, f"no default ServiceAccount in {name} after 60 s"
+            time.sleep(0.5)
+        return
+    service_account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": name},
+    }
+    plane.apply([namespace, service_account])
 
 
 class Webhook:

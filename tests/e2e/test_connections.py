@@ -4,7 +4,8 @@ and a hung webhook.
 With failurePolicy Fail, a pooled connection that the webhook closed must never turn
 into a refused pod update, and a webhook that hangs must cost at most timeoutSeconds.
 These tests need to control the webhook's processes, so they run on the local
-control plane.
+control plane; tests/e2e/test_disruptions.py does the same to the webhook's pods on
+a real cluster.
 """
 
 from __future__ import annotations
@@ -36,15 +37,12 @@ KEEPALIVE = 3
 SOAK = bool(os.environ.get("PRG_SOAK") or os.environ.get("SOAK"))
 
 
-@pytest.fixture
-def local_only(plane: ControlPlane) -> None:
-    if not plane.local:
-        pytest.skip("needs to start and signal the webhook process: local control plane only")
+pytestmark = pytest.mark.local_plane
 
 
 @pytest.fixture
 def short_keepalive_webhook(
-    plane: ControlPlane, webhook: Webhook, local_only: None, tmp_path: Path
+    plane: ControlPlane, webhook: Webhook, tmp_path: Path
 ) -> Iterator[Server]:
     """The shared webhook swapped for one with a short keep-alive, then restored.
 
@@ -141,7 +139,7 @@ def test_idle_connection_closed_by_the_webhook_is_not_reused(
 
 @pytest.mark.timeout(1200)
 def test_soak_updates_around_the_api_servers_idle_timeout(
-    plane: ControlPlane, webhook: Webhook, local_only: None, namespace: str
+    plane: ControlPlane, webhook: Webhook, namespace: str
 ) -> None:
     """With the product's keep-alive (120 s), the API server's 90 s idle timeout comes
     first: it closes the pooled connection itself (race-free, inside Go's pool), so an
@@ -226,7 +224,7 @@ def test_updates_across_worker_restart_and_full_restart(
 
 @pytest.mark.parametrize("policy", ["Fail", "Ignore"])
 def test_hung_webhook_is_bounded_by_timeout_seconds(
-    plane: ControlPlane, webhook: Webhook, local_only: None, namespace: str, policy: str
+    plane: ControlPlane, webhook: Webhook, namespace: str, policy: str
 ) -> None:
     create_pod(plane, namespace, "hung")
     timeout_seconds = 2

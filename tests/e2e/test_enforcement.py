@@ -325,7 +325,13 @@ def test_api_server_refuses_env_change_before_the_webhook(
 def test_exempt_controller_may_remove_owner_references(
     plane: ControlPlane, webhook: Webhook, namespace: str
 ) -> None:
-    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": str(uuid.uuid4())}
+    # A real owner: on a real cluster the garbage collector deletes a pod whose owner
+    # does not exist.
+    plane.kubectl("-n", namespace, "create", "configmap", "owner")
+    owner_uid = plane.kubectl(
+        "-n", namespace, "get", "configmap", "owner", "-o", "jsonpath={.metadata.uid}"
+    ).stdout
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}
     create_pod(plane, namespace, "owned", metadata={"ownerReferences": [owner]})
     patch = '[{"op":"remove","path":"/metadata/ownerReferences"}]'
     as_user = plane.kubectl(

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole kind flow, as a user runs it and as CI runs it (`make kind-test`, called by
+# `make test` when CI=true):
+#   make kind-up image kind-load deploy e2e-kind
+# The cluster is deleted at the end, whatever happened; on failure the cluster's state
+# (nodes, pods, events, the webhook's logs, kubelet logs) is printed first.
+# KEEP_CLUSTER=1 keeps it for a look afterwards.
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+make_=${MAKE:-make}
+image_offline=${IMAGE_OFFLINE-1}
+finish() {
+  local rc=$?
+  if ((rc != 0)); then
+    log "the kind flow failed (exit $rc)"
+    "$HACK_KIND/diagnostics.sh" || true
+  fi
+  if [[ -z ${KEEP_CLUSTER:-} ]]; then
+    timed kind-down "$HACK_KIND/down.sh" >/dev/null 2>&1 || true
+  fi
+  log "timings of this run and earlier ones: $KIND_CACHE/logs/timings.txt"
+  exit "$rc"
+}
+trap finish EXIT
+
+# A cluster left by an interrupted run would be reused with unknown state: start clean.
+"$HACK_KIND/host.sh"
+"$HACK_KIND/down.sh" >/dev/null 2>&1 || true
+timed kind-up "$make_" --no-print-directory kind-up
+timed image "$make_" --no-print-directory image IMAGE_OFFLINE="$image_offline"
+timed kind-load "$make_" --no-print-directory kind-load
+timed deploy "$make_" --no-print-directory deploy
+timed e2e-kind "$make_" --no-print-directory e2e-kind

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make kind-up`: a kind cluster named $CLUSTER with a control plane and a worker, Ready,
+# CoreDNS and kube-proxy running. The node image is built offline (node-image.sh) unless
+# KIND_NODE_IMAGE names one, e.g. the stock kindest/node:v1.34.x where a registry is
+# reachable. An existing cluster of that name is reused. On failure the nodes' logs are
+# exported and the cluster is deleted, so a retry starts clean.
+source "$(dirname "$0")/lib.sh"
+
+"$HACK_KIND/host.sh"
+if "$KIND_BIN" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  log "kind cluster $CLUSTER exists; reusing it"
+  "$KIND_BIN" export kubeconfig --name "$CLUSTER" >/dev/null
+  exit 0
+fi
+
+stock=false
+if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
+  image=$KIND_NODE_IMAGE
+  [[ $image == prg.local/* ]] || stock=true
+else
+  image=$(timed node-image "$HACK_KIND/node-image.sh")
+fi
+config=$HACK_KIND/cluster.yaml
+if $stock; then
+  # The stock image brings kindnetd: keep kind's default CNI.
+  config=$KIND_CACHE/cluster-stock.yaml
+  sed '/disableDefaultCNI/d' "$HACK_KIND/cluster.yaml" >"$config"
+fi
+
+fail() {
+  local dir=$KIND_CACHE/logs/kind-export-$(date +%s)
+  log "kind-up failed; node logs in $dir"
+  "$KIND_BIN" export logs "$dir" --name "$CLUSTER" >/dev/null 2>&1 || true
+  "$HACK_KIND/diagnostics.sh" || true
+  "$HACK_KIND/down.sh" || true
+  exit 1
+}
+trap fail ERR
+
+log "creating kind cluster $CLUSTER from $image"
+# --retain keeps failed nodes long enough to export their logs (fail() deletes them).
+timed kind-create "$KIND_BIN" create cluster --name "$CLUSTER" --image "$image" --config "$config" --retain
+$stock || timed cni "$HACK_KIND/cni.sh"
+# Workloads on both nodes, so the webhook's replicas spread and draining one node leaves
+# the other (kind taints its control plane).
+kubectl taint nodes -l node-role.kubernetes.io/control-plane node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null 2>&1 || true
+timed nodes-ready kubectl wait --for=condition=Ready node --all --timeout=180s
+kubectl -n kube-system rollout status deployment/coredns --timeout=180s
+kubectl -n kube-system rollout status daemonset/kube-proxy --timeout=180s
+trap - ERR
+kubectl get nodes -o wide
