@@ -70,7 +70,15 @@ def _refuse(status: int, reason: str, message: str, uid: str | None = None) -> R
     return _failure(status, reason, message, uid)
 
 
+# A review can name hundreds of thousands of made-up fields; the log line, like the
+# denial message (policy.MAX_PATHS_IN_MESSAGE), names the first ones and counts the rest.
+MAX_LOGGED_VIOLATIONS: Final = 50
+# Violations counted in the metrics per review (their labels are bounded separately).
+MAX_COUNTED_VIOLATIONS: Final = 200
+
+
 def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: float) -> None:
+    paths = decision.violation_paths
     decision_log.info(
         "admission decision",
         extra={
@@ -81,7 +89,8 @@ def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: 
                 "allowed": decision.allowed,
                 "judged": decision.judged,
                 "skip_reason": decision.skip_reason,
-                "violations": decision.violation_paths,
+                "violations": paths[:MAX_LOGGED_VIOLATIONS],
+                "violations_total": len(paths),
                 "mode": decision.mode,
                 "duration_ms": round(duration * 1000, 3),
             }
@@ -116,6 +125,15 @@ def _read_body(limit: int) -> bytes | None:
     if len(raw) >= limit and not request.content_length and request.input_stream.read(1):
         return None
     return raw
+
+
+@admission.before_request
+def admission_only_over_tls() -> Response | None:
+    """The plain-HTTP health listener (PRG_HEALTH_BIND) serves no admission reviews."""
+    port = current_app.config["PRG_HEALTH_PORT"]
+    if port and request.environ.get("SERVER_PORT") == port:
+        return _failure(404, "NotFound", "admission reviews are served on the TLS listener only")
+    return None
 
 
 @admission.post("/validate")
@@ -161,7 +179,7 @@ def validate() -> Response:
         }
         metrics.requests.labels(operation=operation, decision=_decision_label(decision)).inc()
         metrics.duration.labels(operation=operation).observe(duration)
-        for violation in decision.violations:
+        for violation in decision.violations[:MAX_COUNTED_VIOLATIONS]:
             metrics.count_violation(violation.path)
         _log_decision(decision, fields, duration)
         return _json(answer)
@@ -214,6 +232,7 @@ def create_app(settings: Settings, readiness: Readiness | None = None) -> Flask:
         PRG_METRICS=Metrics(CollectorRegistry()),
         PRG_READINESS=readiness or _always_ready,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        PRG_HEALTH_PORT=settings.health_bind.rpartition(":")[2] if settings.health_bind else "",
     )
     app.register_blueprint(admission)
     app.register_blueprint(health)

@@ -170,6 +170,15 @@ def certificate_reload_counter(registry: CollectorRegistry | None = None) -> Cou
     )
 
 
+def certificate_expiry_gauge(registry: CollectorRegistry | None = None) -> Gauge:
+    return Gauge(
+        "pod_replace_guard_certificate_expiry_timestamp_seconds",
+        "When the serving certificate in use expires (Unix time); the earliest across workers.",
+        registry=registry if registry is not None else CollectorRegistry(),
+        multiprocess_mode="livemin",
+    )
+
+
 def metric_path(path: str) -> str:
     """A violation path as a bounded metric label: ``spec.containers[*].env``.
 

@@ -24,6 +24,7 @@ from gunicorn import glogging
 
 from webhook.observe import (
     MULTIPROC_ENV,
+    certificate_expiry_gauge,
     certificate_reload_counter,
     configure_logging,
     gunicorn_logconfig,
@@ -64,15 +65,23 @@ class CertificateReloader:
     certificate) keeps the previous context in service and is retried next time.
     """
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._settings = settings
         self._clock = clock
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._reloads = certificate_reload_counter()
+        self._expiry = certificate_expiry_gauge()
         self._checked_at = clock()
         self._signature = self._stat()
         self._context = self._build()
-        self.serial = _certificate_serial(settings.cert_file)
+        self.reload_error = ""
+        self._loaded(_certificate_validity(settings.cert_file))
 
     def _paths(self) -> list[Path]:
         paths = [self._settings.cert_file, self._settings.key_file]
@@ -113,16 +122,20 @@ class CertificateReloader:
         if signature == self._signature:
             return
         try:
-            self._context = self._build()
+            context = self._build()
+            validity = _certificate_validity(self._settings.cert_file)
         except (OSError, ssl.SSLError, ValueError) as error:
             self._reloads.labels(result="failure").inc()
+            self.reload_error = str(error) or type(error).__name__
             log.warning(
                 "serving certificate changed but could not be loaded; keeping the old one",
                 extra={"event": "certificate-reload", "result": "failure", "error": str(error)},
             )
             return
+        self._context = context
         self._signature = signature
-        self.serial = _certificate_serial(self._settings.cert_file)
+        self.reload_error = ""
+        self._loaded(validity)
         self._reloads.labels(result="success").inc()
         log.info(
             "serving certificate reloaded",
@@ -133,17 +146,58 @@ class CertificateReloader:
             },
         )
 
+    def _loaded(self, validity: tuple[int, float, float]) -> None:
+        self.serial, self.not_before, self.not_after = validity
+        self._expiry.set(self.not_after)
+        days_left = (self.not_after - self._wall_clock()) / 86400
+        if days_left < EXPIRY_WARNING_DAYS:
+            log.warning(
+                "the serving certificate expires soon: renew it (make deploy, cert-manager)",
+                extra={"event": "certificate-expiry", "days_left": round(days_left, 2)},
+            )
+
     def ready(self) -> tuple[bool, str]:
-        return True, "configuration valid, certificate loaded"
+        """Not ready while draining, or while the certificate served is not valid.
+
+        A reload that failed keeps the previous certificate in service and is reported
+        here and in the metrics, but does not fail readiness while that certificate is
+        valid: a broken Secret update would otherwise take every replica out of the
+        Service at once, and with failurePolicy Fail that refuses every pod update.
+        """
+        from webhook.worker import draining
+
+        if draining.is_set():
+            return False, "shutting down"
+        now = self._wall_clock()
+        if now >= self.not_after:
+            return False, f"serving certificate expired at {_utc(self.not_after)}"
+        if now < self.not_before:
+            return False, f"serving certificate not valid before {_utc(self.not_before)}"
+        reason = f"certificate valid until {_utc(self.not_after)}"
+        if self.reload_error:
+            reason += f"; the changed certificate files could not be loaded: {self.reload_error}"
+        return True, reason
 
 
-def _certificate_serial(cert_file: Path) -> int:
+# A warning in the log from this many days before the serving certificate expires (the
+# alert in deploy/monitoring fires at the same point).
+EXPIRY_WARNING_DAYS: Final = 30
+
+
+def _certificate_validity(cert_file: Path) -> tuple[int, float, float]:
+    """(serial, not before, not after) of the PEM certificate, as Unix times."""
     from cryptography import x509
 
-    try:
-        return x509.load_pem_x509_certificate(cert_file.read_bytes()).serial_number
-    except (OSError, ValueError):
-        return 0
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return (
+        cert.serial_number,
+        cert.not_valid_before_utc.timestamp(),
+        cert.not_valid_after_utc.timestamp(),
+    )
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 _reloader: CertificateReloader | None = None
@@ -194,18 +248,24 @@ def prepare_metrics_dir() -> str:
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """The committed gunicorn configuration, derived from the settings.
 
-    - gthread, not sync: the sync worker closes the connection after every request,
-      so each admission call would pay a new TLS handshake (measured 3-4x fewer requests/s,
-      see docs/benchmarks.md).
+    - a threaded worker, not sync: the sync worker closes the connection after every
+      request, so each admission call would pay a new TLS handshake (measured 3-4x fewer
+      requests/s, see docs/benchmarks.md); and gthread's model with the TLS handshake and
+      request reading moved into its selector loop (webhook/worker.py), so a client that
+      stalls holds no thread.
     - keepalive longer than the API server's idle timeout for webhook connections
       (Go's http.Transport, 90 s): the client closes idle connections first, so a
       request never races a server-side close.
     - graceful_timeout below the Deployment's terminationGracePeriodSeconds (30 s),
       so in-flight reviews finish before the kubelet sends SIGKILL.
     """
+    binds = [settings.bind, *([settings.health_bind] if settings.health_bind else [])]
     return {
-        "bind": [settings.bind],
-        "worker_class": "gthread",
+        "bind": binds,
+        # gthread's model with deadlines, bounded connections and memory:
+        # webhook/worker.py says why.
+        "worker_class": "webhook.worker.GuardedWorker",
+        "worker_connections": settings.max_connections,
         "workers": settings.workers,
         "threads": settings.threads,
         "keepalive": settings.keepalive,
@@ -263,8 +323,12 @@ def run_gunicorn(settings: Settings) -> None:
     from gunicorn.app.base import BaseApplication
 
     options = gunicorn_options(settings)
+    settings_ = settings
 
     class WebhookApplication(BaseApplication):  # type: ignore[misc]
+        # Read by the worker (webhook/worker.py) for its deadlines and budgets.
+        settings = settings_
+
         def load_config(self) -> None:
             for key, value in options.items():
                 if value is not None:

@@ -45,6 +45,7 @@ class Settings:
     log_level: str = "INFO"
     # Serving (gunicorn + TLS)
     bind: str = "0.0.0.0:8443"
+    health_bind: str = ""
     cert_dir: str = "certs"
     client_ca: str = ""
     tls_min_version: str = "1.2"
@@ -53,6 +54,11 @@ class Settings:
     keepalive: int = 120
     graceful_timeout: int = 20
     cert_reload_seconds: float = 1.0
+    # Hostile clients (webhook/worker.py)
+    handshake_timeout: float = 5.0
+    request_timeout: float = 10.0
+    max_connections: int = 256
+    inflight_bytes: int = 8 * 1024 * 1024
 
     @property
     def judged_namespaces_excluded(self) -> frozenset[str]:
@@ -131,6 +137,11 @@ def _bind(key: str, value: object) -> str:
     return text
 
 
+def _optional_bind(key: str, value: object) -> str:
+    """HOST:PORT, or empty for none."""
+    return _bind(key, value) if _as_str(key, value).strip() else ""
+
+
 def _path(key: str, value: object) -> str:
     return _as_str(key, value).strip()
 
@@ -146,6 +157,7 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "max_body_bytes": ("maxBodyBytes", _as_number(int, 1024, 64 * 1024 * 1024)),
     "log_level": ("logLevel", _one_of(LOG_LEVELS, str.upper)),
     "bind": ("bind", _bind),
+    "health_bind": ("healthBind", _optional_bind),
     "cert_dir": ("certDir", _path),
     "client_ca": ("clientCA", _path),
     "tls_min_version": ("tlsMinVersion", _one_of(TLS_VERSIONS)),
@@ -154,6 +166,10 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "keepalive": ("keepalive", _as_number(int, 1, 3600)),
     "graceful_timeout": ("gracefulTimeout", _as_number(int, 1, 3600)),
     "cert_reload_seconds": ("certReloadSeconds", _as_number(float, 0.0, 3600.0)),
+    "handshake_timeout": ("handshakeTimeout", _as_number(float, 0.1, 60.0)),
+    "request_timeout": ("requestTimeout", _as_number(float, 0.1, 300.0)),
+    "max_connections": ("maxConnections", _as_number(int, 4, 100_000)),
+    "inflight_bytes": ("inflightBytes", _as_number(int, 64 * 1024, 1024 * 1024 * 1024)),
 }
 
 
@@ -207,7 +223,16 @@ def load_settings(
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _FIELDS[name][1]("--" + name.replace("_", "-"), value)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.health_bind and _port(settings.health_bind) == _port(settings.bind):
+        raise ConfigError(
+            f"{env_name('health_bind')}: must use another port than {env_name('bind')}"
+        )
+    return settings
+
+
+def _port(bind: str) -> str:
+    return bind.rpartition(":")[2]
 
 
 def cautions(settings: Settings) -> list[str]:

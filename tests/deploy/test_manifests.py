@@ -535,7 +535,7 @@ def test_dockerfile_runs_as_non_root_with_runtime_dependencies_only() -> None:
     stages = [rest for keyword, rest in instructions if keyword == "FROM"]
     assert len(stages) == 2, "a build stage and a final stage"
     args = dict(
-        (rest.split("=", 1) + [""])[:2] for keyword, rest in instructions if keyword == "ARG"
+        ([*rest.split("=", 1), ""])[:2] for keyword, rest in instructions if keyword == "ARG"
     )
     assert args.get("PYTHON_IMAGE") == "python:3.11-slim"
     # Unset unless an offline build asks for it: then pip installs from wheelhouse/ only.

@@ -208,11 +208,32 @@ class Webhook:
         plane.kubectl(
             "-n", WEBHOOK_NAMESPACE, "scale", "deployment/pod-replace-guard", "--replicas=2"
         )
-        plane.kubectl(
-            "-n", WEBHOOK_NAMESPACE, "rollout", "status", "deployment/pod-replace-guard",
-            "--timeout=180s",
-            timeout=200,
-        )  # fmt: skip
+        wait_for_rollout(plane)
+
+
+def webhook_pods(plane: ControlPlane) -> list[dict[str, Any]]:
+    """The webhook's pods on a real cluster, terminating ones included."""
+    result = plane.kubectl(
+        "-n", WEBHOOK_NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=pod-replace-guard",
+        "-o", "json",
+    )  # fmt: skip
+    pods: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+    return pods
+
+
+def wait_for_rollout(plane: ControlPlane) -> None:
+    """The webhook's Deployment rolled out and its old pods gone.
+
+    `rollout status` returns while replaced pods are still terminating, and those keep
+    answering on the API server's pooled connections until they exit."""
+    plane.kubectl(
+        "-n", WEBHOOK_NAMESPACE, "rollout", "status", "deployment/pod-replace-guard",
+        "--timeout=180s", timeout=200,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while any(pod["metadata"].get("deletionTimestamp") for pod in webhook_pods(plane)):
+        assert time.monotonic() < deadline, "webhook pods still terminating after 120 s"
+        time.sleep(1)
 
 
 PROBE_NAMESPACE = "e2e-probe"

@@ -17,12 +17,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from tests.e2e.cluster import ControlPlane
-from tests.e2e.conftest import WEBHOOK_NAMESPACE, Webhook, wait_for_enforcement
+from tests.e2e.conftest import (
+    WEBHOOK_NAMESPACE,
+    Webhook,
+    wait_for_enforcement,
+    wait_for_rollout,
+    webhook_pods,
+)
 from tests.e2e.test_enforcement import FINALIZER, create_pod
 
 pytestmark = pytest.mark.real_cluster
@@ -81,26 +86,6 @@ class UpdateLoad:
         return line
 
 
-def webhook_pods(plane: ControlPlane) -> list[dict[str, Any]]:
-    result = plane.kubectl("-n", WEBHOOK_NAMESPACE, "get", "pods", "-l", SELECTOR, "-o", "json")
-    pods: list[dict[str, Any]] = json.loads(result.stdout)["items"]
-    return pods
-
-
-def wait_for_rollout(plane: ControlPlane) -> None:
-    """The Deployment rolled out and its old pods gone.
-
-    `rollout status` returns while replaced pods are still terminating, and those keep
-    answering on the API server's pooled connections until they exit."""
-    plane.kubectl(
-        "-n", WEBHOOK_NAMESPACE, "rollout", "status", DEPLOYMENT, "--timeout=180s", timeout=200
-    )
-    deadline = time.monotonic() + 120
-    while any(pod["metadata"].get("deletionTimestamp") for pod in webhook_pods(plane)):
-        assert time.monotonic() < deadline, "webhook pods still terminating after 120 s"
-        time.sleep(1)
-
-
 def decisions_for(plane: ControlPlane, namespace: str, name: str) -> int:
     """How many decision log lines the webhook's running pods wrote about one pod."""
     count = 0
@@ -124,7 +109,8 @@ def decisions_for(plane: ControlPlane, namespace: str, name: str) -> int:
 
 @pytest.fixture
 def target(plane: ControlPlane, webhook: Webhook, namespace: str) -> Iterator[str]:
-    """A pod to update, the webhook back to two ready replicas afterwards."""
+    """A pod to update, the webhook settled on two ready replicas before and after."""
+    wait_for_rollout(plane)
     create_pod(plane, namespace, "target")
     yield "target"
     plane.kubectl("-n", WEBHOOK_NAMESPACE, "scale", DEPLOYMENT, "--replicas=2")
@@ -152,7 +138,8 @@ def test_the_api_server_reaches_the_pods_through_the_service(
     ready = [
         pod
         for pod in webhook_pods(plane)
-        if any(c.get("ready") for c in pod["status"].get("containerStatuses", []))
+        if not pod["metadata"].get("deletionTimestamp")
+        and any(c.get("ready") for c in pod["status"].get("containerStatuses", []))
     ]
     assert len(ready) == 2, "two webhook pods Running and Ready"
 

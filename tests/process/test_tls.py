@@ -130,7 +130,10 @@ def test_weak_tls12_ciphers_refused(server: Server, cipher: str) -> None:
 def test_plaintext_http_refused(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
         raw.sendall(http_request("GET", "/healthz"))
-        answer = raw.recv(4096)
+        try:
+            answer = raw.recv(4096)  # a TLS alert, or nothing
+        except ConnectionResetError:
+            answer = b""  # closed with the request unread: a reset
     assert not answer.startswith(b"HTTP/"), answer[:100]
     assert server.get("/healthz")[0] == 200, "still serving TLS"
 

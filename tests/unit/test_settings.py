@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "max_body_bytes": 7 * 1024 * 1024,
     "log_level": "INFO",
     "bind": "0.0.0.0:8443",
+    "health_bind": "",
     "cert_dir": "certs",
     "client_ca": "",
     "tls_min_version": "1.2",
@@ -36,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "keepalive": 120,
     "graceful_timeout": 20,
     "cert_reload_seconds": 1.0,
+    "handshake_timeout": 5.0,
+    "request_timeout": 10.0,
+    "max_connections": 256,
+    "inflight_bytes": 8 * 1024 * 1024,
 }
 
 
@@ -109,6 +114,12 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("PRG_GRACEFUL_TIMEOUT", "3600", "graceful_timeout", 3600),
     ("PRG_CERT_RELOAD_SECONDS", "0.25", "cert_reload_seconds", 0.25),
     ("PRG_CERT_RELOAD_SECONDS", "0", "cert_reload_seconds", 0.0),
+    ("PRG_HEALTH_BIND", "0.0.0.0:8081", "health_bind", "0.0.0.0:8081"),
+    ("PRG_HEALTH_BIND", " ", "health_bind", ""),
+    ("PRG_HANDSHAKE_TIMEOUT", "0.5", "handshake_timeout", 0.5),
+    ("PRG_REQUEST_TIMEOUT", "30", "request_timeout", 30.0),
+    ("PRG_MAX_CONNECTIONS", "1000", "max_connections", 1000),
+    ("PRG_INFLIGHT_BYTES", "1048576", "inflight_bytes", 1048576),
 ]
 
 
@@ -167,6 +178,11 @@ threads: "16"
 keepalive: 75
 gracefulTimeout: 10
 certReloadSeconds: 2.5
+healthBind: "127.0.0.1:8081"
+handshakeTimeout: 2
+requestTimeout: 4.5
+maxConnections: 64
+inflightBytes: 65536
 """
 
 
@@ -189,6 +205,11 @@ def test_yaml_file_sets_every_key(tmp_path: Path) -> None:
         "keepalive": 75,
         "graceful_timeout": 10,
         "cert_reload_seconds": 2.5,
+        "health_bind": "127.0.0.1:8081",
+        "handshake_timeout": 2.0,
+        "request_timeout": 4.5,
+        "max_connections": 64,
+        "inflight_bytes": 65536,
     }
 
 
@@ -269,6 +290,12 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("bind", "localhost:http"),
     ("bind", "localhost:65536"),
     ("bind", "localhost:-1"),
+    ("health_bind", "8081"),
+    ("handshake_timeout", "0"),
+    ("handshake_timeout", "61"),
+    ("request_timeout", "0.05"),
+    ("max_connections", "3"),
+    ("inflight_bytes", "1024"),
 ]
 
 
@@ -400,3 +427,8 @@ def test_keepalive_not_longer_than_the_api_servers_idle_timeout_is_cautioned(
     if cautioned:
         assert found[0].startswith("PRG_KEEPALIVE: ")
         assert f"{API_SERVER_IDLE_TIMEOUT_SECONDS} s" in found[0]
+
+
+def test_health_listener_must_not_share_the_admission_port() -> None:
+    with pytest.raises(ConfigError, match="PRG_HEALTH_BIND"):
+        load_settings(environ={"PRG_BIND": "0.0.0.0:8443", "PRG_HEALTH_BIND": "127.0.0.1:8443"})

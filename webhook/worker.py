@@ -1,0 +1,597 @@
+"""A gunicorn worker in which a connection holds a thread only while its request runs.
+
+gunicorn's ``gthread`` worker hands a new connection to a pool thread as soon as a byte
+arrives; the thread then does the TLS handshake and reads the request head and body
+with no deadline. A client that sends one byte and stops (or trickles its headers, or
+its body) keeps that thread forever, and a few dozen such clients stop every pod update
+in the cluster (with ``failurePolicy: Fail``) and fail the kubelet's probes.
+
+:class:`GuardedWorker` keeps gunicorn's worker model (one selector loop, a thread pool,
+the same request handling and response writing) and moves everything a client controls
+the pace of into the selector loop, where waiting costs no thread:
+
+- the TLS handshake, non-blocking, within ``handshake_timeout``;
+- the request head and body, read non-blocking into a buffer until complete, within
+  ``request_timeout`` from the request's first byte (or from the handshake, for the
+  first request of a connection); only then does a pool thread parse and answer it,
+  from the buffer;
+- kept-alive connections wait in the loop as before.
+
+Connections are bounded per worker (``max_connections``). At the bound a new connection
+is still accepted, and a connection that holds no request is closed to make room: one
+of the client address that holds the most connections, one that has never completed a
+request before one that has, the least recently used first. So a flood of idle or
+stalled connections sheds itself, and a client with hundreds of connections cannot
+lock out the API server or the kubelet, which hold a few.
+
+Memory is bounded per worker: request bytes buffered in the loop are capped at twice
+``inflight_bytes`` (the larger requests wait above that, the one furthest along
+excepted; each request's first 64 KiB is always read), and bodies are handed to
+threads only
+while the bodies being decoded add up to at most ``inflight_bytes`` (one request is
+always let through, so a maximum-size review is still answered). A decoded review
+costs about nine times its size in Python objects.
+
+Listeners: the admission listener speaks TLS; an optional health listener (the
+kubelet's probes and the metrics scraper) speaks plain HTTP and serves no admission
+requests (webhook/app.py refuses /validate there).
+
+Shutdown (SIGTERM, after the pod's preStop delay): readiness fails at once, new
+connections are still accepted and every response carries ``Connection: close``, so
+each pooled connection of the API server is closed by the API server after its next
+answer; idle connections are left for the API server to close (a server-side close
+races a request the API server may be writing on it) until ``graceful_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import Counter, deque
+from enum import Enum
+from typing import Any, Final
+
+from gunicorn import http, util
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+# Longest request head (request line and headers) read into the buffer. The API
+# server's are a few hundred bytes; gunicorn's own limits apply when it parses.
+MAX_HEAD_BYTES: Final = 64 * 1024
+RECV_BYTES: Final = 256 * 1024
+# Requests up to this size are read whatever the buffer budget (webhook reviews are
+# mostly 10-50 KiB); only larger ones wait for budget.
+SMALL_REQUEST_BYTES: Final = 64 * 1024
+HEADERS_TOO_LARGE: Final = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+LOGGED_REFUSALS: Final = 10
+
+# Set in a worker when it starts draining (SIGTERM); /readyz reports it.
+draining = threading.Event()
+
+
+class Phase(Enum):
+    HANDSHAKE = "handshake"  # TLS handshake in progress
+    READING = "reading"  # waiting for (the rest of) a request
+    QUEUED = "queued"  # complete, waiting for a thread (memory budget)
+    BUSY = "busy"  # a thread is answering it
+    IDLE = "idle"  # kept alive between requests
+
+
+class RequestFraming:
+    """Where a buffered HTTP/1.1 request ends, without parsing it for real.
+
+    ``complete`` is True once the head and the whole body are buffered, or once the
+    request is known to be refused anyway (a body over the limit, framing gunicorn's
+    parser will reject): the thread's parser and the app then answer it, from the
+    buffer, and the connection is closed after (``must_close``).
+    """
+
+    __slots__ = ("body_bytes", "complete", "expects_continue", "must_close")
+
+    def __init__(self) -> None:
+        self.complete = False
+        self.must_close = False
+        self.body_bytes = 0
+        self.expects_continue = False
+
+
+def request_framing(buffer: bytes | bytearray, max_body: int) -> RequestFraming | None:
+    """The framing of the request at the start of ``buffer``; None: head incomplete."""
+    framing = RequestFraming()
+    limit = MAX_HEAD_BYTES + 4
+    # The blank line that ends the head; gunicorn also accepts bare LF line endings.
+    ends = [
+        (index, width)
+        for index, width in (
+            (buffer.find(b"\r\n\r\n", 0, limit), 4),
+            (buffer.find(b"\n\n", 0, limit), 2),
+        )
+        if index >= 0
+    ]
+    if not ends:
+        return None
+    head_end, width = min(ends)
+    body_start = head_end + width
+    length: int | None = None
+    chunked = False
+    for line in bytes(buffer[:head_end]).split(b"\n")[1:]:
+        name, _, value = line.rstrip(b"\r").partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            text = value.strip()
+            if not text.isdigit() or (length is not None and int(text) != length):
+                framing.complete = framing.must_close = True  # the parser refuses it
+                return framing
+            length = int(text)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"expect":
+            framing.expects_continue = value.strip().lower() == b"100-continue"
+    if chunked:
+        return _chunked_framing(buffer, body_start, max_body, framing)
+    length = length or 0
+    framing.body_bytes = length
+    if length > max_body:
+        # Refused from Content-Length alone (413); the body is never read.
+        framing.complete = framing.must_close = True
+        framing.body_bytes = 0
+        return framing
+    framing.complete = len(buffer) >= body_start + length
+    return framing
+
+
+def _chunked_framing(
+    buffer: bytes | bytearray, position: int, max_body: int, framing: RequestFraming
+) -> RequestFraming:
+    """Complete once the last chunk and the trailers are in, or once more than
+    ``max_body`` bytes of data are: the app reads that far and answers 413."""
+    available_total = 0
+    while True:
+        line_end = buffer.find(b"\n", position)
+        if line_end < 0:
+            framing.body_bytes = available_total
+            if len(buffer) - position > 1024:  # a chunk-size line this long is broken
+                framing.complete = framing.must_close = True
+            return framing
+        size_text = bytes(buffer[position:line_end]).rstrip(b"\r").split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            framing.complete = framing.must_close = True  # the parser answers 400
+            return framing
+        data_start = line_end + 1
+        if size == 0:
+            # Optional trailers, then an empty line.
+            rest = buffer[data_start:]
+            framing.complete = rest.startswith((b"\r\n", b"\n")) or (
+                b"\r\n\r\n" in rest or b"\n\n" in rest
+            )
+            framing.body_bytes = available_total
+            return framing
+        available = min(size, len(buffer) - data_start)
+        available_total += available
+        if available_total > max_body:
+            framing.complete = framing.must_close = True
+            framing.body_bytes = available_total
+            return framing
+        if available < size:
+            framing.body_bytes = available_total
+            return framing
+        position = data_start + size
+        # The CRLF after the chunk's data.
+        if len(buffer) < position + 2:
+            framing.body_bytes = available_total
+            return framing
+        position += 2 if buffer[position : position + 1] == b"\r" else 1
+
+
+class GuardedConnection(TConn):  # type: ignore[misc]
+    """A client connection and where it is: phase, buffer and deadline."""
+
+    def __init__(
+        self, cfg: Any, sock: socket.socket, client: Any, server: Any, tls: bool, now: float
+    ) -> None:
+        super().__init__(cfg, sock, client, server)
+        # TConn.init() would wrap the socket in TLS and block in the handshake; the
+        # loop does both itself.
+        self.initialized = True
+        self.raw = sock
+        self.address = client[0] if isinstance(client, tuple) else str(client)
+        self.tls = tls
+        self.phase = Phase.HANDSHAKE if tls else Phase.READING
+        self.buffer = bytearray()
+        self.deadline = now
+        self.last_used = now
+        self.served = 0
+        self.body_bytes = 0
+        self.must_close = False
+        self.continue_sent = False
+        self.events = 0  # selector events registered for it
+
+
+class GuardedWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker with deadlines, bounded connections and memory."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = getattr(self.app, "settings", None)
+        self.handshake_timeout = float(getattr(settings, "handshake_timeout", 5.0))
+        self.request_timeout = float(getattr(settings, "request_timeout", 10.0))
+        self.max_body = int(getattr(settings, "max_body_bytes", 7 * 1024 * 1024))
+        self.inflight_budget = int(getattr(settings, "inflight_bytes", 8 * 1024 * 1024))
+        self.max_connections = int(self.cfg.worker_connections)
+        tls_bind = getattr(settings, "bind", "")
+        self.tls_port = int(tls_bind.rpartition(":")[2]) if tls_bind else None
+        self.connections: set[GuardedConnection] = set()
+        self.per_address: Counter[str] = Counter()
+        self.queued: deque[GuardedConnection] = deque()
+        self.buffered_bytes = 0
+        self.decoding_bytes = 0
+        self.busy_threads = 0
+        self.paused: set[GuardedConnection] = set()
+        self.shed = 0
+        self._refusal_window = 0.0
+        self._refusals = 0
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        self.poller.register(
+            self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks
+        )
+        for listener in self.sockets:
+            listener.setblocking(False)
+            self.poller.register(listener, selectors.EVENT_READ, self._accept)
+        self._accepting = True
+        while self.alive:
+            self.notify()
+            self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
+            if not self.is_parent_alive():
+                break
+            self._expire(time.monotonic())
+
+        # Draining: keep accepting and answering (with Connection: close) until every
+        # connection is gone or the graceful timeout ends.
+        draining.set()
+        ends = time.monotonic() + self.cfg.graceful_timeout
+        for conn in list(self.connections):
+            if conn.phase is Phase.IDLE:
+                conn.deadline = max(conn.deadline, ends)
+        while self.connections and time.monotonic() < ends:
+            self.notify()
+            self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
+            self._expire(time.monotonic())
+        for conn in list(self.connections):
+            self._close(conn)
+        self.tpool.shutdown(wait=False)
+        self.poller.close()
+        self.method_queue.close()
+        for listener in self.sockets:
+            listener.close()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        draining.set()
+        super().handle_exit(sig, frame)
+
+    def _wait_seconds(self) -> float:
+        if not self.connections:
+            return 1.0
+        waiting = [c.deadline for c in self.connections if c.phase is not Phase.BUSY]
+        if not waiting:
+            return 1.0
+        return max(0.0, min(1.0, min(waiting) - time.monotonic()))
+
+    # -- accepting, and shedding at the bound ----------------------------------------
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):  # a burst of connections is taken in one go
+            try:
+                sock, client = listener.accept()
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    self._shed_one()  # no descriptor left: make room, try next time
+                return
+            now = time.monotonic()
+            if len(self.connections) >= self.max_connections and not self._shed_one():
+                util.close(sock)  # everything held is busy: refuse the newcomer
+                self.shed += 1
+                continue
+            self._open(sock, client, listener.getsockname(), now)
+
+    def _open(self, sock: socket.socket, client: Any, server: Any, now: float) -> None:
+        port = server[1] if isinstance(server, tuple) else None
+        tls = bool(self.cfg.is_ssl) and (self.tls_port is None or port == self.tls_port)
+        sock.setblocking(False)
+        if tls:
+            from gunicorn import sock as gunicorn_sock
+
+            try:
+                context = gunicorn_sock.ssl_context(self.cfg)
+                sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except (OSError, ssl.SSLError, ValueError):
+                util.close(sock)
+                return
+        conn = GuardedConnection(self.cfg, sock, client, server, tls, now)
+        conn.deadline = now + (self.handshake_timeout if tls else self.request_timeout)
+        self.connections.add(conn)
+        self.per_address[conn.address] += 1
+        self.nr_conns = len(self.connections)
+        self._advance(conn)
+
+    def _shed_one(self) -> bool:
+        """Close the connection that costs least to lose; False if there is none."""
+        candidates = [
+            c
+            for c in self.connections
+            if c.phase in (Phase.HANDSHAKE, Phase.IDLE)
+            or (c.phase is Phase.READING and not c.buffer)
+        ]
+        if not candidates:
+            candidates = [c for c in self.connections if c.phase is Phase.READING]
+        if not candidates:
+            return False
+        # From the address holding the most connections (an attacker with hundreds
+        # loses before the API server with a handful and the kubelet with one), never
+        # served first (no completed request), then the least recently used.
+        per_address = self.per_address
+        victim = min(candidates, key=lambda c: (-per_address[c.address], c.served > 0, c.last_used))
+        self._close(victim)
+        self.shed += 1
+        return True
+
+    # -- the connection state machine (selector loop) ---------------------------------
+    def _watch(self, conn: GuardedConnection, events: int) -> None:
+        if conn.events == events:
+            return
+        try:
+            if conn.events and events:
+                self.poller.modify(conn.sock, events, self._on_ready(conn))
+            elif events:
+                self.poller.register(conn.sock, events, self._on_ready(conn))
+            else:
+                self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            self._close(conn)
+            return
+        conn.events = events
+
+    def _on_ready(self, conn: GuardedConnection) -> Any:
+        return lambda _fileobj: self._advance(conn)
+
+    def _advance(self, conn: GuardedConnection) -> None:
+        try:
+            if conn.phase is Phase.HANDSHAKE:
+                self._handshake(conn)
+            if conn.phase in (Phase.READING, Phase.IDLE):
+                self._read(conn)
+        except ssl.SSLError as error:
+            if conn.phase is Phase.HANDSHAKE and not isinstance(error, ssl.SSLEOFError):
+                self._log_refused(conn, error)
+            self._close(conn)
+        except (OSError, ValueError):
+            self._close(conn)
+
+    def _log_refused(self, conn: GuardedConnection, error: ssl.SSLError) -> None:
+        """A refused handshake (no or a wrong client certificate, an old protocol), at
+        most LOGGED_REFUSALS per 10 s per worker, so a flood cannot flood the log."""
+        now = time.monotonic()
+        if now - self._refusal_window >= 10:
+            if self._refusals > LOGGED_REFUSALS:
+                self.log.warning("%d more TLS handshakes refused", self._refusals - LOGGED_REFUSALS)
+            self._refusal_window, self._refusals = now, 0
+        self._refusals += 1
+        if self._refusals <= LOGGED_REFUSALS:
+            reason = getattr(error, "reason", None) or str(error)
+            self.log.warning("TLS handshake refused from %s: %s", conn.client, reason)
+
+    def _handshake(self, conn: GuardedConnection) -> None:
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(conn, selectors.EVENT_WRITE)
+            return
+        conn.phase = Phase.READING
+        conn.deadline = time.monotonic() + self.request_timeout
+
+    def _read(self, conn: GuardedConnection) -> None:
+        if conn in self.paused:
+            return
+        received = False
+        while True:
+            if self._over_budget(conn):
+                # Over the buffer budget: stop reading this large request until others
+                # are answered or closed (its deadline still runs).
+                self.paused.add(conn)
+                self._watch(conn, 0)
+                return
+            try:
+                data = conn.sock.recv(RECV_BYTES)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                break
+            except ssl.SSLWantWriteError:
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            if not data:
+                self._close(conn)
+                return
+            if not conn.buffer or conn.phase is Phase.IDLE:
+                # A request starts: it has request_timeout to arrive whole.
+                conn.phase = Phase.READING
+                conn.deadline = time.monotonic() + self.request_timeout
+            conn.buffer += data
+            self.buffered_bytes += len(data)
+            received = True
+            if conn.tls and not conn.sock.pending() and len(data) < RECV_BYTES:
+                break
+        if received or conn.buffer:
+            self._check_complete(conn)
+        if conn.phase in (Phase.READING, Phase.IDLE):
+            self._watch(conn, selectors.EVENT_READ)
+
+    def _over_budget(self, conn: GuardedConnection) -> bool:
+        """Whether ``conn`` must wait before buffering more.
+
+        Only the part of a request beyond SMALL_REQUEST_BYTES counts against the budget
+        (small reviews, nearly all of them, are never held up), and the request furthest
+        along always goes on, so buffered requests cannot block each other for good.
+        """
+        if len(conn.buffer) < SMALL_REQUEST_BYTES:
+            return False
+        if self.buffered_bytes < 2 * self.inflight_budget:
+            return False
+        furthest = max(
+            (c for c in self.connections if c.phase is Phase.READING),
+            key=lambda c: len(c.buffer),
+        )
+        return furthest is not conn
+
+    def _check_complete(self, conn: GuardedConnection) -> None:
+        framing = request_framing(conn.buffer, self.max_body)
+        if framing is None:
+            if len(conn.buffer) > MAX_HEAD_BYTES:
+                self._refuse(conn, HEADERS_TOO_LARGE)
+            return
+        if framing.expects_continue and not framing.complete and not conn.continue_sent:
+            conn.continue_sent = True
+            conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not framing.complete:
+            return
+        conn.must_close = framing.must_close
+        conn.body_bytes = framing.body_bytes
+        conn.phase = Phase.QUEUED
+        self._watch(conn, 0)
+        self.queued.append(conn)
+        self._dispatch()
+
+    def _refuse(self, conn: GuardedConnection, response: bytes) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            conn.sock.send(response)
+        self._close(conn)
+
+    # -- handing complete requests to threads, within the memory budget ---------------
+    def _dispatch(self) -> None:
+        while self.queued and self.busy_threads < self.cfg.threads:
+            conn = self.queued[0]
+            if self.decoding_bytes and self.decoding_bytes + conn.body_bytes > self.inflight_budget:
+                return  # answered once a thread frees budget
+            self.queued.popleft()
+            self.decoding_bytes += conn.body_bytes
+            self.busy_threads += 1
+            request = bytes(conn.buffer)
+            self.buffered_bytes -= len(conn.buffer)
+            conn.buffer = bytearray()
+            if conn.parser is None:
+                conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+            conn.parser.unreader.unread(request)
+            conn.phase = Phase.BUSY
+            conn.sock.setblocking(True)
+            # A thread never waits on the socket longer than this (a response the
+            # client does not read, a request framing misjudged).
+            conn.sock.settimeout(self.request_timeout)
+            self.enqueue_req(conn)
+        self._resume_paused()
+
+    def _resume_paused(self) -> None:
+        if self.paused and self.buffered_bytes < 2 * self.inflight_budget:
+            for conn in list(self.paused):
+                self.paused.discard(conn)
+                if conn in self.connections:
+                    self._watch(conn, selectors.EVENT_READ)
+                    self._advance(conn)
+
+    def finish_request(self, conn: GuardedConnection, fs: Any) -> None:
+        """A thread is done with ``conn`` (runs in the loop)."""
+        self.busy_threads -= 1
+        self.decoding_bytes -= conn.body_bytes
+        conn.body_bytes = 0
+        conn.phase = Phase.IDLE
+        try:
+            keep = bool(fs.result()) if not fs.cancelled() else False
+        except Exception:
+            keep = False
+        if not keep or conn.must_close or conn not in self.connections:
+            self._close(conn)
+        else:
+            now = time.monotonic()
+            conn.served += 1
+            conn.last_used = now
+            leftover = conn.parser.unreader.take_buffered()
+            conn.sock.setblocking(False)
+            conn.continue_sent = False
+            conn.deadline = now + self.cfg.keepalive
+            if not self.alive:
+                conn.deadline = max(conn.deadline, now + self.cfg.graceful_timeout)
+            if leftover:  # a pipelined request, already read
+                conn.buffer += leftover
+                self.buffered_bytes += len(leftover)
+                conn.phase = Phase.READING
+                conn.deadline = now + self.request_timeout
+            self._watch(conn, selectors.EVENT_READ)
+            self._advance(conn)
+        self._dispatch()
+
+    # -- threads ------------------------------------------------------------------------
+    def handle(self, conn: GuardedConnection) -> Any:
+        """Parse and answer the buffered request (a pool thread)."""
+        req = None
+        try:
+            req = next(conn.parser)
+            if not req:
+                return False
+            return self._keepalive_after(conn, self.handle_request(req, conn))
+        except http.errors.NoMoreData:
+            self.log.debug("client closed the connection")
+        except StopIteration:
+            self.log.debug("closing the connection")
+        except (TimeoutError, ssl.SSLError, OSError) as error:
+            self.log.debug("connection error: %s", error)
+        except Exception as error:
+            self.handle_error(req, conn.sock, conn.client, error)
+        return False
+
+    def _keepalive_after(self, conn: GuardedConnection, keepalive: bool) -> bool:
+        if conn.must_close:
+            # A body left unread (refused as too large, broken framing): close
+            # gracefully, here in the thread (it lingers up to 2 s), so the unread
+            # bytes do not turn the close into a reset that loses the response.
+            util.close_graceful(conn.sock)
+            return False
+        return bool(super()._keepalive_after(conn, keepalive))
+
+    # -- deadlines and closing ------------------------------------------------------------
+    def _expire(self, now: float) -> None:
+        for conn in list(self.connections):
+            if conn.phase in (Phase.BUSY, Phase.QUEUED):
+                continue
+            if conn.deadline <= now:
+                self._close(conn)
+
+    def _close(self, conn: GuardedConnection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self.per_address[conn.address] -= 1
+        if not self.per_address[conn.address]:
+            del self.per_address[conn.address]
+        self.paused.discard(conn)
+        if conn.phase is Phase.QUEUED:
+            self.queued.remove(conn)
+        if conn.events:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+            conn.events = 0
+        self.buffered_bytes -= len(conn.buffer)
+        conn.buffer = bytearray()
+        self.nr_conns = len(self.connections)
+        if conn.phase is not Phase.BUSY:
+            util.close(conn.sock)
+        self._resume_paused()
