@@ -177,7 +177,7 @@ def _attack_process(
 
 def launch(
     kinds: tuple[str, ...], port: int, ca_file: str, connections: int, seconds: float
-) -> tuple[list[multiprocessing.process.BaseProcess], Any]:
+) -> tuple[list[Any], Any]:
     """One process per kind, started now; join them and read the queue afterwards."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
