@@ -99,13 +99,16 @@ bench: install ## benchmarks -> benchmarks/results.json (BENCH_QUICK=1 for a sho
 KIND_NODE_IMAGE ?=
 IMAGE_OFFLINE ?=
 PYTHON_IMAGE ?= python:3.11-slim
+# A CA file for `make deploy`: only the API server, with a client certificate it
+# signed, may call (kind-up gives its API server one; make kind-test uses it).
+CLIENT_CA ?=
 KIND_ENV := CLUSTER=$(CLUSTER) KIND_NODE_IMAGE=$(KIND_NODE_IMAGE)
 # kind and the kubectl of the node's release, from the cache hack/kind fills.
 KIND_TOOLS := $$(source hack/kind/lib.sh && echo "$$PATH")
 
 .PHONY: kind-up
-kind-up: ## create the kind cluster $(CLUSTER) (control plane + worker), offline if need be
-	$(KIND_ENV) hack/kind/up.sh
+kind-up: install ## create the kind cluster $(CLUSTER) (control plane + worker), offline if need be
+	PYTHON=$(PY) NAMESPACE=$(NAMESPACE) $(KIND_ENV) hack/kind/up.sh
 
 .PHONY: kind-down
 kind-down: ## delete the kind cluster $(CLUSTER)
@@ -128,7 +131,7 @@ kind-load: ## load $(IMAGE) into the kind cluster's nodes
 
 .PHONY: deploy
 deploy: install ## install into the current kube context (certs generated, caBundle injected)
-	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) deploy/install.sh
+	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) CLIENT_CA=$(CLIENT_CA) deploy/install.sh
 
 .PHONY: undeploy
 undeploy: ## remove the webhook from the current kube context

@@ -20,6 +20,11 @@
 #   KUBECTL          the kubectl to run (default: kubectl)
 #   CERT_DIR         where the CA and serving certificate are kept (default: .deploy-certs)
 #   ROLLOUT_TIMEOUT  how long to wait for the Deployment (default: 180s)
+#   CERT_DAYS        validity of the serving certificate in days (default: 365); run
+#                    again before it ends to renew it (the CA, and so the caBundle, stay)
+#   CLIENT_CA        a CA file: only clients with a certificate it signed (the API
+#                    server, through its admission-control kubeconfig) may call
+#                    (deploy/components/client-auth)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +36,8 @@ IMAGE=${IMAGE:-pod-replace-guard:dev}
 KUBECTL=${KUBECTL:-kubectl}
 CERT_DIR=${CERT_DIR:-$root/.deploy-certs}
 ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-180s}
+CERT_DAYS=${CERT_DAYS:-365}
+CLIENT_CA=${CLIENT_CA:-}
 
 # Names fixed by the manifests in deploy/base.
 readonly APP=pod-replace-guard
@@ -70,7 +77,9 @@ command -v "$KUBECTL" >/dev/null 2>&1 || die "kubectl not found (KUBECTL=$KUBECT
 
 # --- certificates -----------------------------------------------------------------
 say "certificates for $SERVICE.$NAMESPACE.svc in $CERT_DIR (the CA there is reused)"
-ca_bundle=$("$PYTHON" -m webhook certs --out "$CERT_DIR" --service "$SERVICE" --namespace "$NAMESPACE")
+ca_bundle=$("$PYTHON" -m webhook certs --out "$CERT_DIR" --service "$SERVICE" --namespace "$NAMESPACE" \
+  --days "$CERT_DAYS")
+[[ -z $CLIENT_CA || -s $CLIENT_CA ]] || die "CLIENT_CA=$CLIENT_CA is not a readable CA file"
 [[ -n $ca_bundle ]] || die "python -m webhook certs printed no caBundle"
 for file in tls.crt tls.key ca.crt; do
   [[ -s $CERT_DIR/$file ]] || die "$CERT_DIR/$file is missing after generating certificates"
@@ -106,6 +115,10 @@ write_overlay() {
     echo "kind: Kustomization"
     echo "resources:"
     echo "  - $deploy_rel"
+    if [[ -n $CLIENT_CA ]]; then
+      echo "components:"
+      echo "  - $deploy_rel/components/client-auth"
+    fi
     echo "images:"
     echo "  - name: $APP"
     echo "    newName: \"$image_name\""
@@ -195,6 +208,14 @@ say "TLS Secret $NAMESPACE/$SECRET"
   "$KUBECTL" label --local -f - -o yaml \
     app.kubernetes.io/name="$APP" "$COMPONENT=webhook" |
   "$KUBECTL" apply -f -
+
+if [[ -n $CLIENT_CA ]]; then
+  say "client CA ConfigMap $NAMESPACE/$APP-client-ca (only the API server may call)"
+  "$KUBECTL" -n "$NAMESPACE" create configmap "$APP-client-ca" --from-file=ca.crt="$CLIENT_CA" \
+    --dry-run=client -o yaml |
+    "$KUBECTL" label --local -f - -o yaml app.kubernetes.io/name="$APP" "$COMPONENT=webhook" |
+    "$KUBECTL" apply -f -
+fi
 
 generation_before=$("$KUBECTL" -n "$NAMESPACE" get deployment "$DEPLOYMENT" \
   -o jsonpath='{.metadata.generation}' 2>/dev/null || true)

@@ -90,7 +90,7 @@ def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: 
                 "judged": decision.judged,
                 "skip_reason": decision.skip_reason,
                 "violations": paths[:MAX_LOGGED_VIOLATIONS],
-                "violations_total": len(paths),
+                "violations_total": decision.violation_count,
                 "mode": decision.mode,
                 "duration_ms": round(duration * 1000, 3),
             }

@@ -25,6 +25,11 @@ CA_CERT: Final = "ca.crt"
 CA_KEY: Final = "ca.key"
 TLS_CERT: Final = "tls.crt"
 TLS_KEY: Final = "tls.key"
+# The API server's client identity, when only it may call (PRG_CLIENT_CA).
+CLIENT_CA_CERT: Final = "client-ca.crt"
+CLIENT_CA_KEY: Final = "client-ca.key"
+CLIENT_CERT: Final = "client.crt"
+CLIENT_KEY: Final = "client.key"
 
 
 class CertificateError(ValueError):
@@ -133,7 +138,7 @@ def issue_serving_certificate(
     ca_cert: x509.Certificate,
     dns_names: list[str],
     ips: list[str],
-    days: int,
+    days: float,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -165,7 +170,7 @@ def write_certificates(
     hosts: list[str] | None = None,
     ips: list[str] | None = None,
     new_ca: bool = False,
-    days: int = 365,
+    days: float = 365,
 ) -> Issued:
     """Write ca.crt/ca.key (reused unless ``new_ca``) and tls.crt/tls.key to out_dir."""
     directory = Path(out_dir)
@@ -198,3 +203,39 @@ def write_certificates(
 def has_serving_certificate(cert_dir: str | Path) -> bool:
     directory = Path(cert_dir)
     return (directory / TLS_CERT).is_file() and (directory / TLS_KEY).is_file()
+
+
+def write_client_certificate(out_dir: str | Path, name: str, days: float = 365) -> Path:
+    """A client CA (client-ca.crt/.key, reused) and a client certificate for ``name``
+    (client.crt/.key): the identity the API server presents to the webhook through its
+    admission-control kubeconfig. Returns the client CA's path, for PRG_CLIENT_CA."""
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_path, ca_key_path = directory / CLIENT_CA_CERT, directory / CLIENT_CA_KEY
+    if ca_path.is_file() and ca_key_path.is_file():
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise CertificateError(f"{ca_key_path} is not an EC key")
+        ca_key = loaded
+    else:
+        ca_key, ca_cert = _new_ca("pod-replace-guard client CA", days=3650)
+        _write(ca_key_path, _key_pem(ca_key), private=True)
+        _write(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(directory / CLIENT_KEY, _key_pem(key), private=True)
+    _write(directory / CLIENT_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return ca_path

@@ -205,6 +205,19 @@ def _cmd_certs(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+def _cmd_client_cert(args: argparse.Namespace, out: IO[str]) -> int:
+    from webhook.certs import CertificateError, write_client_certificate
+
+    try:
+        ca_path = write_client_certificate(args.out, args.name, days=args.days)
+    except (CertificateError, ValueError) as error:
+        raise UsageError(str(error)) from error
+    except OSError as error:
+        raise UsageError(f"cannot write to {args.out}: {error.strerror}") from error
+    out.write(f"{ca_path}\n")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from webhook.observe import configure_logging
 
@@ -299,7 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--host", action="append", default=[], help="an extra DNS name (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="an extra IP address (repeatable)")
     certs.add_argument("--new-ca", action="store_true", help="replace the CA instead of reusing it")
-    certs.add_argument("--days", type=int, default=365, help="serving certificate validity (days)")
+    certs.add_argument(
+        "--days",
+        type=float,
+        default=365,
+        help="serving certificate validity (days, may be a fraction)",
+    )
+
+    client = commands.add_parser(
+        "client-cert",
+        help="write a client CA and a client certificate for the API server; print the CA's path",
+    )
+    client.add_argument("--out", required=True, help="output directory")
+    client.add_argument("--name", default="kube-apiserver", help="the certificate's common name")
+    client.add_argument("--days", type=float, default=365, help="validity (days)")
     return parser
 
 
@@ -314,6 +340,8 @@ def main(
             return _cmd_check(args, stdin, out)
         if args.command == "certs":
             return _cmd_certs(args, out)
+        if args.command == "client-cert":
+            return _cmd_client_cert(args, out)
         return _cmd_serve(args)
     except (UsageError, ConfigError) as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")

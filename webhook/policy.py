@@ -19,7 +19,12 @@ from webhook.review import (
     parse_review,
     review_envelope,
 )
-from webhook.rules import NestingTooDeep, Violation, describe_updatable_fields, find_violations
+from webhook.rules import (
+    NestingTooDeep,
+    Violation,
+    describe_updatable_fields,
+    find_violations_bounded,
+)
 from webhook.settings import Mode, Settings
 
 # Kubernetes asks that each warning stay within 120 characters and that responses
@@ -27,6 +32,9 @@ from webhook.settings import Mode, Settings
 MAX_WARNING_LENGTH: Final = 120
 MAX_WARNINGS: Final = 50
 MAX_PATHS_IN_MESSAGE: Final = 200
+# Violations a decision keeps (the message, warnings, log and metrics show fewer); the
+# rest are only counted.
+MAX_KEPT_VIOLATIONS: Final = 1000
 WARNING_PREFIX: Final = "pod-replace-guard: "
 
 
@@ -41,6 +49,8 @@ class Decision:
     skip_reason: str
     violations: tuple[Violation, ...]
     response: AdmissionResponse
+    # All the violations found; ``violations`` keeps the first MAX_KEPT_VIOLATIONS.
+    violation_count: int = 0
 
     @property
     def violation_paths(self) -> list[str]:
@@ -66,12 +76,15 @@ def _skip_reason(request: AdmissionRequest, settings: Settings) -> str:
     return ""
 
 
-def denial_message(violations: tuple[Violation, ...] | list[Violation]) -> str:
+def denial_message(
+    violations: tuple[Violation, ...] | list[Violation], total: int | None = None
+) -> str:
     """Names every violating path (up to a bound) and the fields that may change."""
     paths = [violation.path for violation in violations]
+    total = len(paths) if total is None else total
     shown = ", ".join(paths[:MAX_PATHS_IN_MESSAGE])
-    if len(paths) > MAX_PATHS_IN_MESSAGE:
-        shown += f" and {len(paths) - MAX_PATHS_IN_MESSAGE} more"
+    if total > MAX_PATHS_IN_MESSAGE:
+        shown += f" and {total - MAX_PATHS_IN_MESSAGE} more"
     return (
         f"pod updates may not change these fields: {shown}. "
         f"Only these fields may be updated: {describe_updatable_fields()}"
@@ -101,16 +114,17 @@ def judge(uid: str, old: dict[str, Any], new: dict[str, Any], mode: Mode) -> Dec
     sends a request, which an offline check does not know.
     """
     try:
-        violations = tuple(find_violations(old, new))
+        found, count = find_violations_bounded(old, new, MAX_KEPT_VIOLATIONS)
     except NestingTooDeep as error:
         raise MalformedReview(str(error), uid) from error
-    if not violations:
+    violations = tuple(found)
+    if not count:
         return Decision(uid, True, mode, True, "", (), allowed_response(uid))
     if mode == "enforce":
-        response = denied_response(uid, denial_message(violations))
-        return Decision(uid, False, mode, True, "", violations, response)
+        response = denied_response(uid, denial_message(violations, count))
+        return Decision(uid, False, mode, True, "", violations, response, count)
     warnings = [_warning(v) for v in violations[:MAX_WARNINGS]] if mode == "warn" else None
-    return Decision(uid, True, mode, True, "", violations, allowed_response(uid, warnings))
+    return Decision(uid, True, mode, True, "", violations, allowed_response(uid, warnings), count)
 
 
 def review(body: object, settings: Settings) -> tuple[AdmissionReview, Decision]:

@@ -126,7 +126,7 @@ def _join(prefix: str, key: object) -> str:
     return prefix + segment if segment.startswith("[") else prefix + "." + segment
 
 
-def _diff(old: object, new: object, node: _Node, path: str, depth: int, out: list[str]) -> None:
+def _diff(old: object, new: object, node: _Node, path: str, depth: int, out: _Paths) -> None:
     if node.terminal:
         return
     if depth > MAX_DEPTH:
@@ -166,7 +166,7 @@ def _diff_maps(
     node: _Node,
     path: str,
     depth: int,
-    out: list[str],
+    out: _Paths,
 ) -> None:
     keys = list(old)
     keys.extend(key for key in new if key not in old)
@@ -207,6 +207,27 @@ def is_being_deleted(obj: Mapping[str, object]) -> bool:
     return not _is_empty(_metadata(obj).get("deletionTimestamp"))
 
 
+class _Paths:
+    """The violating paths found: the first ``limit`` kept, all of them counted.
+
+    A hostile review can differ in hundreds of thousands of made-up keys; keeping every
+    path would cost more memory than the review itself, and nothing shows more than a
+    few hundred of them.
+    """
+
+    __slots__ = ("kept", "limit", "total")
+
+    def __init__(self, limit: int | None) -> None:
+        self.kept: list[str] = []
+        self.limit = limit
+        self.total = 0
+
+    def append(self, path: str) -> None:
+        self.total += 1
+        if self.limit is None or len(self.kept) < self.limit:
+            self.kept.append(path)
+
+
 def find_violations(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Violation]:
     """Every path that differs between ``old`` and ``new`` and that no rule allows.
 
@@ -219,16 +240,25 @@ def find_violations(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Viol
 
     Raises NestingTooDeep for objects nested deeper than any pod.
     """
-    paths: list[str] = []
+    return find_violations_bounded(old, new, None)[0]
+
+
+def find_violations_bounded(
+    old: Mapping[str, Any], new: Mapping[str, Any], limit: int | None
+) -> tuple[list[Violation], int]:
+    """:func:`find_violations`, keeping the first ``limit`` violations (all if None),
+    and how many there are in all."""
+    paths = _Paths(limit)
     try:
         _diff_maps(old, new, _RULES, "", 0, paths)
     except RecursionError as error:  # a C-level comparison of a hostile object
         raise NestingTooDeep(f"object nests deeper than {MAX_DEPTH} levels") from error
+    kept, total = paths.kept, paths.total
     if is_being_deleted(old) and _finalizers_only_removed(old, new):
-        paths = [
-            p for p in paths if p != FINALIZERS_PATH and not p.startswith(FINALIZERS_PATH + "[")
-        ]
-    return [Violation(path) for path in paths]
+        allowed = [p for p in kept if p == FINALIZERS_PATH or p.startswith(FINALIZERS_PATH + "[")]
+        kept = [p for p in kept if p not in allowed]
+        total -= len(allowed)
+    return [Violation(path) for path in kept], total
 
 
 def describe_updatable_fields() -> str:

@@ -168,6 +168,7 @@ class CertificateReloader:
 
         if draining.is_set():
             return False, "shutting down"
+        self.context()  # probes check the files too: a renewed certificate is noticed
         now = self._wall_clock()
         if now >= self.not_after:
             return False, f"serving certificate expired at {_utc(self.not_after)}"

@@ -66,6 +66,7 @@ RECV_BYTES: Final = 256 * 1024
 # Requests up to this size are read whatever the buffer budget (webhook reviews are
 # mostly 10-50 KiB); only larger ones wait for budget.
 SMALL_REQUEST_BYTES: Final = 64 * 1024
+BAD_REQUEST: Final = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 HEADERS_TOO_LARGE: Final = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     b"Connection: close\r\nContent-Length: 0\r\n\r\n"
@@ -256,6 +257,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             if not self.is_parent_alive():
                 break
             self._expire(time.monotonic())
+            self._resume_paused()
 
         # Draining: keep accepting and answering (with Connection: close) until every
         # connection is gone or the graceful timeout ends.
@@ -268,6 +270,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             self.notify()
             self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
             self._expire(time.monotonic())
+            self._resume_paused()
         for conn in list(self.connections):
             self._close(conn)
         self.tpool.shutdown(wait=False)
@@ -283,7 +286,11 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
     def _wait_seconds(self) -> float:
         if not self.connections:
             return 1.0
-        waiting = [c.deadline for c in self.connections if c.phase is not Phase.BUSY]
+        waiting = [
+            c.deadline
+            for c in self.connections
+            if c.phase not in (Phase.BUSY, Phase.QUEUED) and c not in self.paused
+        ]
         if not waiting:
             return 1.0
         return max(0.0, min(1.0, min(waiting) - time.monotonic()))
@@ -409,8 +416,10 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         while True:
             if self._over_budget(conn):
                 # Over the buffer budget: stop reading this large request until others
-                # are answered or closed (its deadline still runs).
+                # are answered. The wait is ours, not the client's: its deadline stops
+                # while it waits (_resume_paused gives back what was left).
                 self.paused.add(conn)
+                conn.deadline -= time.monotonic()
                 self._watch(conn, 0)
                 return
             try:
@@ -441,13 +450,16 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         """Whether ``conn`` must wait before buffering more.
 
         Only the part of a request beyond SMALL_REQUEST_BYTES counts against the budget
-        (small reviews, nearly all of them, are never held up), and the request furthest
-        along always goes on, so buffered requests cannot block each other for good.
+        (small reviews, nearly all of them, are never held up). When nothing complete
+        is waiting or being answered, the request furthest along goes on, so partly
+        buffered requests cannot block each other for good.
         """
         if len(conn.buffer) < SMALL_REQUEST_BYTES:
             return False
         if self.buffered_bytes < 2 * self.inflight_budget:
             return False
+        if self.queued or self.busy_threads:
+            return True  # those free budget when answered
         furthest = max(
             (c for c in self.connections if c.phase is Phase.READING),
             key=lambda c: len(c.buffer),
@@ -455,6 +467,11 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         return furthest is not conn
 
     def _check_complete(self, conn: GuardedConnection) -> None:
+        if not conn.tls and not conn.buffer[:1].isalpha():
+            # Plain HTTP starts with a method; a TLS ClientHello (or anything else) on
+            # the health listener is refused at once rather than left to its deadline.
+            self._refuse(conn, BAD_REQUEST)
+            return
         framing = request_framing(conn.buffer, self.max_body)
         if framing is None:
             if len(conn.buffer) > MAX_HEAD_BYTES:
@@ -486,12 +503,11 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             self.queued.popleft()
             self.decoding_bytes += conn.body_bytes
             self.busy_threads += 1
-            request = bytes(conn.buffer)
-            self.buffered_bytes -= len(conn.buffer)
-            conn.buffer = bytearray()
             if conn.parser is None:
                 conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-            conn.parser.unreader.unread(request)
+            conn.parser.unreader.unread(conn.buffer)  # copied into the parser's buffer
+            self.buffered_bytes -= len(conn.buffer)
+            conn.buffer = bytearray()
             conn.phase = Phase.BUSY
             conn.sock.setblocking(True)
             # A thread never waits on the socket longer than this (a response the
@@ -501,9 +517,13 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self._resume_paused()
 
     def _resume_paused(self) -> None:
-        if self.paused and self.buffered_bytes < 2 * self.inflight_budget:
+        """Read the paused requests again once there is budget, or once nothing else
+        can free it (then _over_budget lets the one furthest along go on)."""
+        idle = not self.queued and not self.busy_threads
+        if self.paused and (self.buffered_bytes < 2 * self.inflight_budget or idle):
             for conn in list(self.paused):
                 self.paused.discard(conn)
+                conn.deadline += time.monotonic()
                 if conn in self.connections:
                     self._watch(conn, selectors.EVENT_READ)
                     self._advance(conn)
@@ -570,7 +590,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
     # -- deadlines and closing ------------------------------------------------------------
     def _expire(self, now: float) -> None:
         for conn in list(self.connections):
-            if conn.phase in (Phase.BUSY, Phase.QUEUED):
+            if conn.phase in (Phase.BUSY, Phase.QUEUED) or conn in self.paused:
                 continue
             if conn.deadline <= now:
                 self._close(conn)

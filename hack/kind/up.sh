@@ -20,11 +20,12 @@ if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
 else
   image=$(timed node-image "$HACK_KIND/node-image.sh")
 fi
-config=$HACK_KIND/cluster.yaml
+admission_dir=$("$HACK_KIND/admission.sh")
+config=$KIND_CACHE/cluster-$CLUSTER.yaml
+sed "s|@ADMISSION_DIR@|$admission_dir|" "$HACK_KIND/cluster.yaml" >"$config"
 if $stock; then
   # The stock image brings kindnetd: keep kind's default CNI.
-  config=$KIND_CACHE/cluster-stock.yaml
-  sed '/disableDefaultCNI/d' "$HACK_KIND/cluster.yaml" >"$config"
+  sed -i '/disableDefaultCNI/d' "$config"
 fi
 
 fail() {

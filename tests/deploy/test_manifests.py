@@ -218,14 +218,18 @@ def test_resources_are_requested_and_memory_limited(docs: list[Doc]) -> None:
     assert resources["limits"]["memory"]
 
 
-def test_probes_use_the_health_endpoints_over_https(docs: list[Doc]) -> None:
+def test_probes_use_the_health_listener(docs: list[Doc]) -> None:
+    """The probes go to the plain-HTTP health port (PRG_HEALTH_BIND): off the admission
+    port, so neither a flood of it nor client-certificate authentication touches them."""
     main = container(docs)
     ports = {port["name"]: port["containerPort"] for port in main["ports"]}
+    health_port = int(deployed_settings(docs).health_bind.rpartition(":")[2])
+    assert ports["health"] == health_port != ports["https"]
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         get = main[probe]["httpGet"]
         assert get["path"] == path, probe
-        assert get["scheme"] == "HTTPS", probe
-        assert ports.get(get["port"], get["port"]) == 8443, probe
+        assert get["scheme"] == "HTTP", probe
+        assert ports.get(get["port"], get["port"]) == health_port, probe
 
 
 def test_termination_grace_outlasts_gunicorns_graceful_timeout(docs: list[Doc]) -> None:
@@ -263,7 +267,8 @@ def test_image_and_arguments(docs: list[Doc]) -> None:
     assert main["imagePullPolicy"] == "IfNotPresent"
     assert main["args"] == ["serve"]
     annotations = find(docs, "Deployment", NAME)["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == "8443"
+    assert annotations["prometheus.io/port"] == "8081"
+    assert annotations["prometheus.io/scheme"] == "http"
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
@@ -308,9 +313,10 @@ def test_service_sends_443_to_the_https_container_port(docs: list[Doc]) -> None:
     service = find(docs, "Service", NAME)
     pod_labels = find(docs, "Deployment", NAME)["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    [port] = service["spec"]["ports"]
-    assert port["port"] == 443
-    assert port["targetPort"] == "https"
+    by_name = {port["name"]: port for port in service["spec"]["ports"]}
+    assert set(by_name) == {"https", "metrics"}
+    assert (by_name["https"]["port"], by_name["https"]["targetPort"]) == (443, "https")
+    assert by_name["metrics"]["targetPort"] == "health"
     ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
     assert ports["https"] == 8443
 
@@ -630,3 +636,39 @@ def test_kind_workflow_deploys_and_always_cleans_up() -> None:
     assert "always()" in down[0]["if"]
     failure = [step for step in steps(data) if "failure()" in str(step.get("if", ""))]
     assert any("hack/kind/diagnostics.sh" in step["run"] for step in failure)
+
+
+def test_install_render_with_a_client_ca_requires_client_certificates(
+    install_render: InstallRender, tmp_path: Path
+) -> None:
+    from webhook.certs import write_client_certificate
+
+    ca_file = write_client_certificate(tmp_path / "client", "kube-apiserver")
+    installed, _ = install_render(CLIENT_CA=str(ca_file))
+    main = container(installed)
+    env = {item["name"]: item.get("value") for item in main["env"]}
+    mounts = {mount["name"]: mount for mount in main["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod_spec(installed)["volumes"]}
+    assert env["PRG_CLIENT_CA"] == mounts["client-ca"]["mountPath"] + "/ca.crt"
+    assert volumes["client-ca"]["configMap"]["name"] == "pod-replace-guard-client-ca"
+    # The probes stay on the health port, which asks for no certificate.
+    assert main["readinessProbe"]["httpGet"]["port"] == "health"
+
+
+def test_install_refuses_a_missing_client_ca(kubectl: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(DEPLOY / "install.sh"), "--render"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={
+            **os.environ,
+            "PYTHON": sys.executable,
+            "KUBECTL": kubectl,
+            "CERT_DIR": str(tmp_path / "certs"),
+            "CLIENT_CA": str(tmp_path / "nowhere.crt"),
+        },
+    )
+    assert result.returncode != 0
+    assert "CLIENT_CA=" in result.stderr
