@@ -102,6 +102,8 @@ PYTHON_IMAGE ?= python:3.11-slim
 # A CA file for `make deploy`: only the API server, with a client certificate it
 # signed, may call (kind-up gives its API server one; make kind-test uses it).
 CLIENT_CA ?=
+# CIDRs the API server and the kubelets connect from: adds the NetworkPolicy.
+NETWORK_POLICY_CIDRS ?=
 KIND_ENV := CLUSTER=$(CLUSTER) KIND_NODE_IMAGE=$(KIND_NODE_IMAGE)
 # kind and the kubectl of the node's release, from the cache hack/kind fills.
 KIND_TOOLS := $$(source hack/kind/lib.sh && echo "$$PATH")
@@ -131,7 +133,7 @@ kind-load: ## load $(IMAGE) into the kind cluster's nodes
 
 .PHONY: deploy
 deploy: install ## install into the current kube context (certs generated, caBundle injected)
-	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) CLIENT_CA=$(CLIENT_CA) deploy/install.sh
+	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) CLIENT_CA=$(CLIENT_CA) NETWORK_POLICY_CIDRS=$(NETWORK_POLICY_CIDRS) deploy/install.sh
 
 .PHONY: undeploy
 undeploy: ## remove the webhook from the current kube context

@@ -25,6 +25,8 @@
 #   CLIENT_CA        a CA file: only clients with a certificate it signed (the API
 #                    server, through its admission-control kubeconfig) may call
 #                    (deploy/components/client-auth)
+#   NETWORK_POLICY_CIDRS  comma-separated CIDRs the API server and the kubelet connect
+#                    from: adds the NetworkPolicy (deploy/components/network-policy)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,6 +40,7 @@ CERT_DIR=${CERT_DIR:-$root/.deploy-certs}
 ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-180s}
 CERT_DAYS=${CERT_DAYS:-365}
 CLIENT_CA=${CLIENT_CA:-}
+NETWORK_POLICY_CIDRS=${NETWORK_POLICY_CIDRS:-}
 
 # Names fixed by the manifests in deploy/base.
 readonly APP=pod-replace-guard
@@ -80,6 +83,9 @@ say "certificates for $SERVICE.$NAMESPACE.svc in $CERT_DIR (the CA there is reus
 ca_bundle=$("$PYTHON" -m webhook certs --out "$CERT_DIR" --service "$SERVICE" --namespace "$NAMESPACE" \
   --days "$CERT_DAYS")
 [[ -z $CLIENT_CA || -s $CLIENT_CA ]] || die "CLIENT_CA=$CLIENT_CA is not a readable CA file"
+for cidr in ${NETWORK_POLICY_CIDRS//,/ }; do
+  [[ $cidr =~ ^[0-9a-fA-F:.]+/[0-9]+$ ]] || die "NETWORK_POLICY_CIDRS: '$cidr' is not a CIDR"
+done
 [[ -n $ca_bundle ]] || die "python -m webhook certs printed no caBundle"
 for file in tls.crt tls.key ca.crt; do
   [[ -s $CERT_DIR/$file ]] || die "$CERT_DIR/$file is missing after generating certificates"
@@ -115,9 +121,10 @@ write_overlay() {
     echo "kind: Kustomization"
     echo "resources:"
     echo "  - $deploy_rel"
-    if [[ -n $CLIENT_CA ]]; then
+    if [[ -n $CLIENT_CA || -n $NETWORK_POLICY_CIDRS ]]; then
       echo "components:"
-      echo "  - $deploy_rel/components/client-auth"
+      [[ -z $CLIENT_CA ]] || echo "  - $deploy_rel/components/client-auth"
+      [[ -z $NETWORK_POLICY_CIDRS ]] || echo "  - $deploy_rel/components/network-policy"
     fi
     echo "images:"
     echo "  - name: $APP"
@@ -156,6 +163,22 @@ write_overlay() {
       echo "      - op: replace"
       echo "        path: /metadata/labels/kubernetes.io~1metadata.name"
       echo "        value: \"$NAMESPACE\""
+    fi
+    if [[ -n $NETWORK_POLICY_CIDRS ]]; then
+      echo "  - target:"
+      echo "      kind: NetworkPolicy"
+      echo "      name: $APP"
+      echo "    patch: |-"
+      local cidr rule
+      for rule in 0 1; do
+        echo "      - op: remove"
+        echo "        path: /spec/ingress/$rule/from/0"
+        for cidr in ${NETWORK_POLICY_CIDRS//,/ }; do
+          echo "      - op: add"
+          echo "        path: /spec/ingress/$rule/from/0"
+          echo "        value: {ipBlock: {cidr: \"$cidr\"}}"
+        done
+      done
     fi
   } >"$dir/kustomization.yaml"
 }

@@ -19,10 +19,18 @@ KUBECONFIG_KIND=${KUBECONFIG_KIND:-$KIND_CACHE/kubeconfig-$CLUSTER}
 DEBIAN_SUITE=bookworm
 mkdir -p "$KIND_CACHE/bin" "$KIND_CACHE/logs"
 
-# One hash of every recipe file: an image tag carries it, so a changed recipe builds anew.
+# One hash of the files the node image is made from: its tag carries it, so a changed
+# recipe builds anew (and a change to the scripts that only run clusters does not).
 recipe_hash() {
-  (cd "$HACK_KIND" && find . -type f ! -name '*.md' -print0 | sort -z | xargs -0 sha256sum) |
-    sha256sum | cut -c1-10
+  (cd "$HACK_KIND" && find node images k8s coredns node-image.sh rootfs.sh build-binaries.sh \
+    -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-10
+}
+
+# `docker build -q`, quiet unless it fails (the classic builder's deprecation notice
+# would otherwise fill the log once per image).
+quiet_build() {
+  local output
+  output=$(docker build -q "$@" 2>&1) || { printf '%s\n' "$output" >&2; return 1; }
 }
 
 log() { printf '== %s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

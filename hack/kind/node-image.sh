@@ -47,11 +47,11 @@ for ref in "${upstream[@]}"; do
   name=${ref##*/}; name=${name%%:*}
   local_ref=prg.local/${ref#*/}
   case $name in
-    kube-proxy) docker build -q -f "$ctx/kube-proxy.Dockerfile" -t "$local_ref" "$ctx" >/dev/null ;;
-    coredns) docker build -q -f "$ctx/coredns.Dockerfile" -t "$local_ref" "$ctx" >/dev/null ;;
-    pause) docker build -q -f "$ctx/pause.Dockerfile" -t "$local_ref" "$ctx" >/dev/null ;;
+    kube-proxy) quiet_build -f "$ctx/kube-proxy.Dockerfile" -t "$local_ref" "$ctx" ;;
+    coredns) quiet_build -f "$ctx/coredns.Dockerfile" -t "$local_ref" "$ctx" ;;
+    pause) quiet_build -f "$ctx/pause.Dockerfile" -t "$local_ref" "$ctx" ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | etcd)
-      docker build -q --build-arg "BIN=$name" -f "$ctx/binary.Dockerfile" -t "$local_ref" "$ctx" >/dev/null ;;
+      quiet_build --build-arg "BIN=$name" -f "$ctx/binary.Dockerfile" -t "$local_ref" "$ctx" ;;
     *) die "no recipe for the image $ref" ;;
   esac
   local_names+=("$local_ref=$ref")
@@ -61,7 +61,7 @@ done
 # kubeadm expects, and the other stays valid for anything that asks for it.
 pause_local=prg.local/${pause_ref#*/}
 local_names+=("$pause_local=registry.k8s.io/pause:3.10")
-docker build -q -f "$ctx/busybox.Dockerfile" -t "$WORKLOAD_IMAGE" "$ctx" >/dev/null
+quiet_build -f "$ctx/busybox.Dockerfile" -t "$WORKLOAD_IMAGE" "$ctx"
 local_names+=("$WORKLOAD_IMAGE=$WORKLOAD_IMAGE")
 saved=()
 for pair in "${local_names[@]}"; do saved+=("${pair%%=*}"); done
@@ -75,8 +75,8 @@ mkdir -p "$nctx"
 cp -r "$kind_dir/images/base/files" "$nctx/kind-files"
 chmod -R u+w "$nctx/kind-files"
 cp "$bin/kubelet" "$bin/kubeadm" "$bin/kubectl" "$HACK_KIND"/node/* "$nctx/"
-docker build -q --build-arg "ROOTFS=$rootfs_image" --build-arg "K8S_VERSION=$K8S_VERSION" \
-  --build-arg "PAUSE_IMAGE=$pause_ref" -t prg.local/kind-node-pre:build "$nctx" >/dev/null
+quiet_build --build-arg "ROOTFS=$rootfs_image" --build-arg "K8S_VERSION=$K8S_VERSION" \
+  --build-arg "PAUSE_IMAGE=$pause_ref" -t prg.local/kind-node-pre:build "$nctx"
 
 builder=prg-kind-node-build
 docker rm -f "$builder" >/dev/null 2>&1 || true

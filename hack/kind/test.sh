@@ -32,5 +32,10 @@ timed image "$make_" --no-print-directory image IMAGE_OFFLINE="$image_offline"
 timed kind-load "$make_" --no-print-directory kind-load
 # With client-certificate authentication: the cluster's API server has the identity
 # (admission.sh), so every test below also shows that it presents it.
-timed deploy "$make_" --no-print-directory deploy CLIENT_CA="$KIND_CACHE/admission-$CLUSTER/client-ca.crt"
+# And with the NetworkPolicy, admitting the kind Docker network (the nodes, where the
+# API server and the kubelets run). The offline CNI does not enforce policies; the
+# real API server still validates it, and the suite runs with it applied.
+kind_network=$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' | tr ' ' '\n' | grep -v : | head -n1)
+timed deploy "$make_" --no-print-directory deploy CLIENT_CA="$KIND_CACHE/admission-$CLUSTER/client-ca.crt" \
+  NETWORK_POLICY_CIDRS="$kind_network"
 timed e2e-kind "$make_" --no-print-directory e2e-kind

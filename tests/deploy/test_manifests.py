@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import re
 import shutil
@@ -672,3 +673,23 @@ def test_install_refuses_a_missing_client_ca(kubectl: str, tmp_path: Path) -> No
     )
     assert result.returncode != 0
     assert "CLIENT_CA=" in result.stderr
+
+
+def test_install_render_with_network_policy_cidrs(install_render: InstallRender) -> None:
+    installed, _ = install_render(NETWORK_POLICY_CIDRS="172.18.0.0/16,10.0.0.0/8")
+    policy = find(installed, "NetworkPolicy", NAME)
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    pod_labels = find(installed, "Deployment", NAME)["spec"]["template"]["metadata"]["labels"]
+    assert selected.items() <= pod_labels.items()
+    admission, health = policy["spec"]["ingress"]
+    cidrs = {"10.0.0.0/8", "172.18.0.0/16"}
+    assert {peer["ipBlock"]["cidr"] for peer in admission["from"]} == cidrs
+    assert admission["ports"] == [{"port": "https", "protocol": "TCP"}]
+    assert {p["ipBlock"]["cidr"] for p in health["from"] if "ipBlock" in p} == cidrs
+    assert health["ports"] == [{"port": "health", "protocol": "TCP"}]
+    assert "192.0.2.0/32" not in json.dumps(policy), "no placeholder left"
+
+
+def test_install_refuses_a_malformed_cidr(install_render: InstallRender) -> None:
+    with pytest.raises(AssertionError, match="NETWORK_POLICY_CIDRS"):
+        install_render(NETWORK_POLICY_CIDRS="172.18.0.0/16,not-a-cidr")

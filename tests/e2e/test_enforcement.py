@@ -59,8 +59,20 @@ def _write(tmp: Path, obj: dict[str, Any]) -> str:
 def via_replace(
     plane: ControlPlane, pod: dict[str, Any], tmp: Path, dry_run: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    args = ["replace", "-f", _write(tmp, pod)]
-    return plane.kubectl(*args, *(["--dry-run=server"] if dry_run else []), check=False)
+    """kubectl replace, retried on a Conflict as a user would: on a real cluster the
+    kubelet updates the pod's status (a new resourceVersion) at any time."""
+    for _ in range(5):
+        args = ["replace", "-f", _write(tmp, pod)]
+        result = plane.kubectl(*args, *(["--dry-run=server"] if dry_run else []), check=False)
+        if "the object has been modified" not in result.stderr:
+            return result
+        meta = pod["metadata"]
+        current = get_pod(plane, meta["namespace"], meta["name"])
+        pod = {
+            **pod,
+            "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]},
+        }
+    return result
 
 
 def via_apply(
