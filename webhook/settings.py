@@ -36,8 +36,22 @@ class Settings:
 
     # Decision
     mode: Mode = "enforce"
-    exempt_users: tuple[str, ...] = ("system:kube-controller-manager",)
-    exempt_groups: tuple[str, ...] = ("system:serviceaccounts:kube-system",)
+    # The identities of the built-in controllers that change pods' ownerReferences or
+    # finalizers (adoption and release, garbage collection, the job controller's
+    # tracking finalizer): their service accounts under kube-controller-manager's
+    # --use-service-account-credentials, and its own identity without it. Not the whole
+    # group system:serviceaccounts:kube-system, which also holds every CNI, CSI and
+    # cloud agent installed there (tests/e2e/test_workloads.py shows these suffice).
+    exempt_users: tuple[str, ...] = (
+        "system:kube-controller-manager",
+        "system:serviceaccount:kube-system:daemon-set-controller",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:job-controller",
+        "system:serviceaccount:kube-system:replicaset-controller",
+        "system:serviceaccount:kube-system:replication-controller",
+        "system:serviceaccount:kube-system:statefulset-controller",
+    )
+    exempt_groups: tuple[str, ...] = ()
     exempt_namespaces: tuple[str, ...] = ("kube-system",)
     namespace: str = "pod-replace-guard"
     # HTTP

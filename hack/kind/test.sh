@@ -38,4 +38,6 @@ timed kind-load "$make_" --no-print-directory kind-load
 kind_network=$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' | tr ' ' '\n' | grep -v : | head -n1)
 timed deploy "$make_" --no-print-directory deploy CLIENT_CA="$KIND_CACHE/admission-$CLUSTER/client-ca.crt" \
   NETWORK_POLICY_CIDRS="$kind_network"
+kubectl get nodes -o wide
+kubectl get pods -A -o wide
 timed e2e-kind "$make_" --no-print-directory e2e-kind

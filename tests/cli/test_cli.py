@@ -453,6 +453,38 @@ def test_certs_corrupt_ca_is_bad_input(tmp_path: Path) -> None:
     assert_bad_input(result, "not a PEM certificate/key")
 
 
+def test_client_cert_writes_an_api_server_identity(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    out = tmp_path / "client"
+    result = run("client-cert", "--out", str(out), "--name", "kube-apiserver")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{out / 'client-ca.crt'}\n"
+    names = sorted(path.name for path in out.iterdir())
+    assert names == ["client-ca.crt", "client-ca.key", "client.crt", "client.key"]
+    for key in ("client.key", "client-ca.key"):
+        assert (out / key).stat().st_mode & 0o777 == 0o600
+    ca = x509.load_pem_x509_certificate((out / "client-ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((out / "client.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    again = run("client-cert", "--out", str(out))
+    assert again.returncode == 0
+    reused = x509.load_pem_x509_certificate((out / "client-ca.crt").read_bytes())
+    assert reused.serial_number == ca.serial_number, "the client CA is reused"
+
+
+def test_client_cert_corrupt_ca_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "client-ca.crt").write_text("junk")
+    (tmp_path / "client-ca.key").write_text("junk")
+    result = run("client-cert", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
 # --- serve: configuration errors stop start-up ----------------------------------------------------
 
 

@@ -46,12 +46,14 @@ class UpdateLoad:
     threads: int = 3
     interval: float = 0.2
     sent: int = 0
+    started: float = 0.0
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> UpdateLoad:
+        self.started = time.monotonic()
         for index in range(self.threads):
             worker = threading.Thread(target=self._run, args=(index,), daemon=True)
             worker.start()
@@ -167,6 +169,45 @@ def test_rolling_restart_loses_no_update(plane: ControlPlane, target: str, names
     load.report("kubectl rollout restart")
     assert load.sent > 20
     assert load.failures == [], load.failures[:5]
+
+
+def test_five_rolling_restarts_and_a_scale_down_and_up_lose_no_update(
+    plane: ControlPlane, target: str, namespace: str
+) -> None:
+    """At least 10 label updates a second over several connections throughout."""
+    with UpdateLoad(plane, namespace, target, threads=3, interval=0.1) as load:
+        time.sleep(2)
+        for _ in range(5):
+            plane.kubectl("-n", WEBHOOK_NAMESPACE, "rollout", "restart", DEPLOYMENT)
+            wait_for_rollout(plane)
+        for replicas in (1, 2):
+            plane.kubectl("-n", WEBHOOK_NAMESPACE, "scale", DEPLOYMENT, f"--replicas={replicas}")
+            wait_for_rollout(plane)
+        elapsed = time.monotonic() - load.started
+        time.sleep(2)
+    load.report(f"5 x rollout restart, scale 2->1->2 ({load.sent / elapsed:.1f} updates/s)")
+    assert load.sent / elapsed >= 10, "the load kept up at least 10 updates a second"
+    assert load.failures == [], load.failures[:5]
+
+
+def test_deleting_a_webhook_pod_without_grace_fails_only_what_it_held(
+    plane: ControlPlane, target: str, namespace: str
+) -> None:
+    """--grace-period=0: the pod is killed at once, so requests in flight on it may
+    fail (the API server does not retry a POST it has started); counted, and bounded by
+    the number of clients, each having at most one update in flight."""
+    victim = webhook_pods(plane)[0]["metadata"]["name"]
+    with UpdateLoad(plane, namespace, target, threads=3, interval=0.1) as load:
+        time.sleep(2)
+        plane.kubectl(
+            "-n", WEBHOOK_NAMESPACE, "delete", "pod", victim, "--grace-period=0", "--force",
+            timeout=90,
+        )  # fmt: skip
+        wait_for_rollout(plane)
+        time.sleep(3)
+    load.report(f"deletion of {victim} with --grace-period=0")
+    assert load.sent > 50
+    assert len(load.failures) <= load.threads, load.failures
 
 
 def test_drain_of_a_webhook_pods_node(plane: ControlPlane, target: str, namespace: str) -> None:

@@ -285,12 +285,24 @@ GATES = [
         frozen(user="system:kube-controller-manager-evil"),
     ),
     Gate(
-        "a kube-system service account (group)",
+        "the job controller's service account",
         frozen(
-            user="system:serviceaccount:kube-system:node-controller",
+            user="system:serviceaccount:kube-system:job-controller",
             groups=["system:serviceaccounts", "system:serviceaccounts:kube-system"],
         ),
-        skip_reason="exempt-group",
+        skip_reason="exempt-user",
+    ),
+    Gate(
+        "the garbage collector's service account",
+        frozen(user="system:serviceaccount:kube-system:generic-garbage-collector"),
+        skip_reason="exempt-user",
+    ),
+    denied(
+        "another kube-system service account (a CNI agent, say) is judged",
+        frozen(
+            user="system:serviceaccount:kube-system:some-cni-agent",
+            groups=["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+        ),
     ),
     denied(
         "a service account of another namespace",

@@ -21,8 +21,16 @@ from webhook.settings import (
 
 DEFAULTS: dict[str, Any] = {
     "mode": "enforce",
-    "exempt_users": ("system:kube-controller-manager",),
-    "exempt_groups": ("system:serviceaccounts:kube-system",),
+    "exempt_users": (
+        "system:kube-controller-manager",
+        "system:serviceaccount:kube-system:daemon-set-controller",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:job-controller",
+        "system:serviceaccount:kube-system:replicaset-controller",
+        "system:serviceaccount:kube-system:replication-controller",
+        "system:serviceaccount:kube-system:statefulset-controller",
+    ),
+    "exempt_groups": (),
     "exempt_namespaces": ("kube-system",),
     "namespace": "pod-replace-guard",
     "max_body_bytes": 7 * 1024 * 1024,
@@ -140,7 +148,9 @@ def test_describe_lists_every_setting_with_its_default() -> None:
     rows = {row[3]: row for row in describe()}
     assert set(rows) == set(DEFAULTS)
     assert rows["mode"] == ("PRG_MODE", "mode", "enforce", "mode")
-    assert rows["exempt_users"][1:3] == ("exemptUsers", "system:kube-controller-manager")
+    assert rows["exempt_users"][1] == "exemptUsers"
+    assert rows["exempt_users"][2].split(",")[0] == "system:kube-controller-manager"
+    assert rows["exempt_groups"][2] == ""
     assert rows["max_body_bytes"][2] == str(7 * 1024 * 1024)
 
 
