@@ -27,7 +27,11 @@ from webhook.settings import load_settings
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.launcher")
     parser.add_argument("--app", choices=("webhook", "allow-all"), required=True)
-    parser.add_argument("--worker-class", default=None, help="gthread (default) or sync")
+    parser.add_argument(
+        "--worker-class",
+        default=None,
+        help="webhook.worker.GuardedWorker (default), gthread (gunicorn's own) or sync",
+    )
     parser.add_argument("--bind", required=True)
     parser.add_argument("--cert-dir", required=True)
     args = parser.parse_args(argv)
@@ -36,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     prepare_metrics_dir()
     options = gunicorn_options(settings)
+    production_settings = settings
     if args.worker_class:
         options["worker_class"] = args.worker_class
     if args.worker_class == "sync":
@@ -46,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gunicorn.app.base import BaseApplication
 
     class Baseline(BaseApplication):  # type: ignore[misc]
+        # Read by webhook/worker.py for its deadlines and budgets, as in production.
+        settings = production_settings
+
         def load_config(self) -> None:
             for key, value in options.items():
                 if value is not None:
