@@ -73,6 +73,8 @@ HEADERS_TOO_LARGE: Final = (
 )
 
 LOGGED_REFUSALS: Final = 10
+# How long a connection whose client sent its close_notify waits for the client's FIN.
+CLOSE_LINGER_SECONDS: Final = 1.0
 
 # Set in a worker when it starts draining (SIGTERM); /readyz reports it.
 draining = threading.Event()
@@ -84,6 +86,7 @@ class Phase(Enum):
     QUEUED = "queued"  # complete, waiting for a thread (memory budget)
     BUSY = "busy"  # a thread is answering it
     IDLE = "idle"  # kept alive between requests
+    CLOSING = "closing"  # the client sent its TLS close_notify; waiting for its FIN
 
 
 class RequestFraming:
@@ -336,7 +339,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         candidates = [
             c
             for c in self.connections
-            if c.phase in (Phase.HANDSHAKE, Phase.IDLE)
+            if c.phase in (Phase.HANDSHAKE, Phase.IDLE, Phase.CLOSING)
             or (c.phase is Phase.READING and not c.buffer)
         ]
         if not candidates:
@@ -430,6 +433,14 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
                 self._watch(conn, selectors.EVENT_WRITE)
                 return
             if not data:
+                if conn.tls and conn.phase is not Phase.CLOSING:
+                    # The client's TLS close_notify: it is closing (the API server
+                    # does so after 90 s idle). Let its TCP FIN arrive before ours, so
+                    # the TIME_WAIT is the client's and the close is plainly its own.
+                    conn.phase = Phase.CLOSING
+                    conn.deadline = time.monotonic() + CLOSE_LINGER_SECONDS
+                    self._watch(conn, 0)
+                    return
                 self._close(conn)
                 return
             if not conn.buffer or conn.phase is Phase.IDLE:
