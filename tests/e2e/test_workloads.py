@@ -78,6 +78,15 @@ def pod_template(labels: dict[str, str], image: str = PAUSE, **spec: Any) -> dic
     }
 
 
+def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": pod_template(labels)},
+    }  # fmt: skip
+
+
 def rollout(plane: ControlPlane, namespace: str, what: str) -> None:
     plane.kubectl("-n", namespace, "rollout", "status", what, "--timeout=120s", timeout=130)
 
@@ -86,12 +95,7 @@ def rollout(plane: ControlPlane, namespace: str, what: str) -> None:
 
 
 def deployment_lifecycle(plane: ControlPlane, ns: str) -> None:
-    labels = {"app": "web"}
-    apply(plane, ns, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                 "template": pod_template(labels)},
-    })  # fmt: skip
+    apply(plane, ns, deployment("web"))
     rollout(plane, ns, "deployment/web")
     plane.kubectl("-n", ns, "scale", "deployment/web", "--replicas=3")
     rollout(plane, ns, "deployment/web")
@@ -218,12 +222,7 @@ def no_pods(plane: ControlPlane, ns: str, selector: str) -> Callable[[], bool]:
 
 def cascading_deletes(plane: ControlPlane, ns: str) -> None:
     for name, propagation in (("fg", "foreground"), ("bg", "background")):
-        labels = {"app": name}
-        apply(plane, ns, {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                     "template": pod_template(labels)},
-        })  # fmt: skip
+        apply(plane, ns, deployment(name))
         rollout(plane, ns, f"deployment/{name}")
         plane.kubectl("-n", ns, "delete", "deployment", name, f"--cascade={propagation}",
                       timeout=120)  # fmt: skip
@@ -232,11 +231,7 @@ def cascading_deletes(plane: ControlPlane, ns: str) -> None:
 
 def drain_with_a_budget(plane: ControlPlane, ns: str) -> None:
     labels = {"app": "guarded"}
-    apply(plane, ns, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "guarded"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                 "template": pod_template(labels)},
-    })  # fmt: skip
+    apply(plane, ns, deployment("guarded"))
     apply(plane, ns, {
         "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "guarded"},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}},
