@@ -146,5 +146,7 @@ def test_connection_exhaustion_attack(tmp_path: Path) -> None:
     for pid in pids:
         fds, threads, rss = after[pid]
         assert fds <= before[pid][0] + 2, f"worker {pid}: descriptors {before[pid][0]} -> {fds}"
-        assert threads <= before[pid][1], f"worker {pid}: threads {before[pid][1]} -> {threads}"
+        # The main thread and at most the pool's 8, created on demand by legitimate
+        # requests: no stalled connection ever got a thread of its own.
+        assert threads <= 1 + 8, f"worker {pid}: threads {before[pid][1]} -> {threads}"
         assert rss <= before[pid][2] + 40 * 1024, f"worker {pid}: RSS {before[pid][2]} -> {rss}"
