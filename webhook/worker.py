@@ -18,9 +18,10 @@ the pace of into the selector loop, where waiting costs no thread:
 - kept-alive connections wait in the loop as before.
 
 Connections are bounded per worker (``max_connections``). At the bound a new connection
-is still accepted, and a connection that holds no request is closed to make room: one
-of the client address that holds the most connections, one that has never completed a
-request before one that has, the least recently used first. So a flood of idle or
+is still accepted, and another is closed to make room: one of the client address that
+holds the most connections, one without a request under way before one being read,
+one that has never completed a request before one that has, the least recently used
+first. So a flood of idle or
 stalled connections sheds itself, and a client with hundreds of connections cannot
 lock out the API server or the kubelet, which hold a few.
 
@@ -335,22 +336,28 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self._advance(conn)
 
     def _shed_one(self) -> bool:
-        """Close the connection that costs least to lose; False if there is none."""
-        candidates = [
-            c
-            for c in self.connections
-            if c.phase in (Phase.HANDSHAKE, Phase.IDLE, Phase.CLOSING)
-            or (c.phase is Phase.READING and not c.buffer)
-        ]
-        if not candidates:
-            candidates = [c for c in self.connections if c.phase is Phase.READING]
+        """Close the connection that costs least to lose; False if there is none.
+
+        From the client address that holds the most connections first, whatever state
+        they are in (short of a request being answered): an attacker trickling
+        hundreds of requests loses one of them before the API server or the kubelet,
+        which hold a few, lose anything. Within an address: connections without a
+        request under way (handshaking, idle, silent) before a request being read,
+        never served before served, the least recently used first.
+        """
+        candidates = [c for c in self.connections if c.phase not in (Phase.BUSY, Phase.QUEUED)]
         if not candidates:
             return False
-        # From the address holding the most connections (an attacker with hundreds
-        # loses before the API server with a handful and the kubelet with one), never
-        # served first (no completed request), then the least recently used.
         per_address = self.per_address
-        victim = min(candidates, key=lambda c: (-per_address[c.address], c.served > 0, c.last_used))
+        victim = min(
+            candidates,
+            key=lambda c: (
+                -per_address[c.address],
+                c.phase is Phase.READING and bool(c.buffer),
+                c.served > 0,
+                c.last_used,
+            ),
+        )
         self._close(victim)
         self.shed += 1
         return True

@@ -138,8 +138,8 @@ def test_connection_exhaustion_attack(tmp_path: Path) -> None:
     )
     assert sum(r["opened"] for r in reports) >= len(attack.KINDS) * CONNECTIONS_PER_KIND // 2
     assert stats.failures == [], stats.failures[:5]
-    assert kept.ok > 200
-    assert new.ok > 20
+    assert kept.ok > 100, "the kept-alive clients were served throughout"
+    assert new.ok > 10, "new connections got in throughout"
     assert percentile(kept.latencies, 0.99) < P99_LIMIT
     assert percentile(new.latencies, 0.99) < P99_LIMIT
     assert probes_failed == [], probes_failed[:5]
