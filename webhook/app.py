@@ -232,7 +232,7 @@ def create_app(settings: Settings, readiness: Readiness | None = None) -> Flask:
         PRG_METRICS=Metrics(CollectorRegistry()),
         PRG_READINESS=readiness or _always_ready,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        PRG_HEALTH_PORT=settings.health_bind.rpartition(":")[2] if settings.health_bind else "",
+        PRG_HEALTH_PORT=settings.health_port,
     )
     app.register_blueprint(admission)
     app.register_blueprint(health)

@@ -80,6 +80,11 @@ class Settings:
         return frozenset((*self.exempt_namespaces, self.namespace))
 
     @property
+    def health_port(self) -> str:
+        """The port of the health listener, "" when there is none."""
+        return port_of(self.health_bind) if self.health_bind else ""
+
+    @property
     def cert_file(self) -> Path:
         return Path(self.cert_dir) / "tls.crt"
 
@@ -238,14 +243,15 @@ def load_settings(
         if value is not None:
             values[name] = _FIELDS[name][1]("--" + name.replace("_", "-"), value)
     settings = Settings(**values)
-    if settings.health_bind and _port(settings.health_bind) == _port(settings.bind):
+    if settings.health_bind and port_of(settings.health_bind) == port_of(settings.bind):
         raise ConfigError(
             f"{env_name('health_bind')}: must use another port than {env_name('bind')}"
         )
     return settings
 
 
-def _port(bind: str) -> str:
+def port_of(bind: str) -> str:
+    """The port of a HOST:PORT setting."""
     return bind.rpartition(":")[2]
 
 

@@ -58,7 +58,10 @@ from enum import Enum
 from typing import Any, Final
 
 from gunicorn import http, util
+from gunicorn import sock as gunicorn_sock
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from webhook.settings import Settings, port_of
 
 # Longest request head (request line and headers) read into the buffer. The API
 # server's are a few hundred bytes; gunicorn's own limits apply when it parses.
@@ -208,7 +211,6 @@ class GuardedConnection(TConn):  # type: ignore[misc]
         # TConn.init() would wrap the socket in TLS and block in the handshake; the
         # loop does both itself.
         self.initialized = True
-        self.raw = sock
         self.address = client[0] if isinstance(client, tuple) else str(client)
         self.tls = tls
         self.phase = Phase.HANDSHAKE if tls else Phase.READING
@@ -227,14 +229,16 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings = getattr(self.app, "settings", None)
-        self.handshake_timeout = float(getattr(settings, "handshake_timeout", 5.0))
-        self.request_timeout = float(getattr(settings, "request_timeout", 10.0))
-        self.max_body = int(getattr(settings, "max_body_bytes", 7 * 1024 * 1024))
-        self.inflight_budget = int(getattr(settings, "inflight_bytes", 8 * 1024 * 1024))
+        # The Settings the application carries (webhook/serving.py); the defaults, and
+        # TLS on every listener, when gunicorn runs the worker for another application.
+        carried: Settings | None = getattr(self.app, "settings", None)
+        settings = carried or Settings()
+        self.handshake_timeout = settings.handshake_timeout
+        self.request_timeout = settings.request_timeout
+        self.max_body = settings.max_body_bytes
+        self.inflight_budget = settings.inflight_bytes
         self.max_connections = int(self.cfg.worker_connections)
-        tls_bind = getattr(settings, "bind", "")
-        self.tls_port = int(tls_bind.rpartition(":")[2]) if tls_bind else None
+        self.tls_port = int(port_of(carried.bind)) if carried else None
         self.connections: set[GuardedConnection] = set()
         self.per_address: Counter[str] = Counter()
         self.queued: deque[GuardedConnection] = deque()
@@ -242,7 +246,6 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.decoding_bytes = 0
         self.busy_threads = 0
         self.paused: set[GuardedConnection] = set()
-        self.shed = 0
         self._refusal_window = 0.0
         self._refusals = 0
 
@@ -311,7 +314,6 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             now = time.monotonic()
             if len(self.connections) >= self.max_connections and not self._shed_one():
                 util.close(sock)  # everything held is busy: refuse the newcomer
-                self.shed += 1
                 continue
             self._open(sock, client, listener.getsockname(), now)
 
@@ -320,8 +322,6 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         tls = bool(self.cfg.is_ssl) and (self.tls_port is None or port == self.tls_port)
         sock.setblocking(False)
         if tls:
-            from gunicorn import sock as gunicorn_sock
-
             try:
                 context = gunicorn_sock.ssl_context(self.cfg)
                 sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -332,7 +332,6 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         conn.deadline = now + (self.handshake_timeout if tls else self.request_timeout)
         self.connections.add(conn)
         self.per_address[conn.address] += 1
-        self.nr_conns = len(self.connections)
         self._advance(conn)
 
     def _shed_one(self) -> bool:
@@ -359,7 +358,6 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             ),
         )
         self._close(victim)
-        self.shed += 1
         return True
 
     # -- the connection state machine (selector loop) ---------------------------------
@@ -629,7 +627,6 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.events = 0
         self.buffered_bytes -= len(conn.buffer)
         conn.buffer = bytearray()
-        self.nr_conns = len(self.connections)
         if conn.phase is not Phase.BUSY:
             util.close(conn.sock)
         self._resume_paused()

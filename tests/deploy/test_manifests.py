@@ -224,7 +224,7 @@ def test_probes_use_the_health_listener(docs: list[Doc]) -> None:
     port, so neither a flood of it nor client-certificate authentication touches them."""
     main = container(docs)
     ports = {port["name"]: port["containerPort"] for port in main["ports"]}
-    health_port = int(deployed_settings(docs).health_bind.rpartition(":")[2])
+    health_port = int(deployed_settings(docs).health_port)
     assert ports["health"] == health_port != ports["https"]
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         get = main[probe]["httpGet"]

@@ -221,6 +221,21 @@ def webhook_pods(plane: ControlPlane) -> list[dict[str, Any]]:
     return pods
 
 
+def webhook_decisions(plane: ControlPlane) -> list[dict[str, Any]]:
+    """The decision log lines of the webhook's running pods (a real cluster)."""
+    decisions = []
+    for pod in webhook_pods(plane):
+        logs = plane.kubectl("-n", WEBHOOK_NAMESPACE, "logs", pod["metadata"]["name"], check=False)
+        for line in logs.stdout.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "decision":
+                decisions.append(entry)
+    return decisions
+
+
 def wait_for_rollout(plane: ControlPlane) -> None:
     """The webhook's Deployment rolled out and its old pods gone.
 

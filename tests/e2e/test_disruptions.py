@@ -26,6 +26,7 @@ from tests.e2e.conftest import (
     Webhook,
     wait_for_enforcement,
     wait_for_rollout,
+    webhook_decisions,
     webhook_pods,
 )
 from tests.e2e.test_enforcement import FINALIZER, create_pod
@@ -90,23 +91,11 @@ class UpdateLoad:
 
 def decisions_for(plane: ControlPlane, namespace: str, name: str) -> int:
     """How many decision log lines the webhook's running pods wrote about one pod."""
-    count = 0
-    for pod in webhook_pods(plane):
-        result = plane.kubectl(
-            "-n", WEBHOOK_NAMESPACE, "logs", pod["metadata"]["name"], check=False
-        )
-        for line in result.stdout.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if (
-                entry.get("event") == "decision"
-                and entry.get("namespace") == namespace
-                and entry.get("name") == name
-            ):
-                count += 1
-    return count
+    return sum(
+        1
+        for entry in webhook_decisions(plane)
+        if entry.get("namespace") == namespace and entry.get("name") == name
+    )
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from tests.e2e.conftest import (
     Webhook,
     ensure_namespace,
     wait_for_enforcement,
-    webhook_pods,
+    webhook_decisions,
 )
 
 pytestmark = pytest.mark.real_cluster
@@ -330,22 +330,11 @@ def without_webhook(plane: ControlPlane, webhook: Webhook) -> Iterator[Callable[
 
 
 def controller_denials(plane: ControlPlane) -> list[dict[str, Any]]:
-    denied = []
-    for pod in webhook_pods(plane):
-        logs = plane.kubectl("-n", WEBHOOK_NAMESPACE, "logs", pod["metadata"]["name"], check=False)
-        for line in logs.stdout.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            user = str(entry.get("user", ""))
-            if (
-                entry.get("event") == "decision"
-                and entry.get("allowed") is False
-                and (user.startswith(CONTROLLERS))
-            ):
-                denied.append(entry)
-    return denied
+    return [
+        entry
+        for entry in webhook_decisions(plane)
+        if entry.get("allowed") is False and str(entry.get("user", "")).startswith(CONTROLLERS)
+    ]
 
 
 @pytest.mark.timeout(900)
