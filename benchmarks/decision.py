@@ -27,7 +27,7 @@ import orjson
 
 from benchmarks import payloads
 from benchmarks.common import log, median, quick, ratio, rounded
-from webhook.policy import review
+from webhook.policy import answer_review
 from webhook.settings import Settings
 
 MEASURES = ("json_loads", "orjson_loads", "decision", "diff")
@@ -79,14 +79,14 @@ def _functions(raw: bytes, settings: Settings) -> dict[str, Callable[[], object]
     parsed = orjson.loads(raw)
 
     def decision() -> bytes:
-        answer, _ = review(orjson.loads(raw), settings)
+        answer, _ = answer_review(orjson.loads(raw), settings)
         return orjson.dumps(answer)
 
     return {
         "json_loads": lambda: json.loads(raw),
         "orjson_loads": lambda: orjson.loads(raw),
         "decision": decision,
-        "diff": lambda: review(parsed, settings),
+        "diff": lambda: answer_review(parsed, settings),
     }
 
 

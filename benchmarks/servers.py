@@ -2,8 +2,9 @@
 
 - ``webhook``: pod-replace-guard as shipped, ``python -m webhook serve`` with the
   default settings (gthread, 2 workers x 8 threads, keep-alive 120 s).
-- ``allow_all``: the same gunicorn options and TLS hook, serving a Flask app that allows
-  everything without looking (:mod:`benchmarks.allow_all`): the framework ceiling.
+- ``allow_all``: the same gunicorn options and per-worker certificate reloader,
+  serving a Flask app that allows everything without looking
+  (:mod:`benchmarks.allow_all`): the framework ceiling.
 - ``sync``: the webhook app with the same options under gunicorn's ``sync`` worker
   (one request at a time per worker, the connection closed after every response):
   what naive Flask webhooks ship.

@@ -139,9 +139,9 @@ def read_live_pod(
 
 def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The verdict of the webhook in enforce mode for replacing ``old`` with ``new``."""
-    from webhook.policy import judge
+    from webhook.policy import judge_update
 
-    decision = judge("offline-check", old, new, "enforce")
+    decision = judge_update(old, new)
     status = decision.response.get("status") or {}
     return {
         "allowed": decision.allowed,
@@ -219,7 +219,7 @@ def _cmd_client_cert(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from webhook.observe import configure_logging
+    from webhook.logs import configure_logging
 
     settings = load_settings(
         config_file=args.config,
@@ -251,10 +251,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "no certificate found: generated a development CA and serving certificate",
             extra={"event": "dev-certificates", "cert_dir": str(issued.out_dir)},
         )
-    from webhook.serving import prepare_metrics_dir
+    from webhook.gunicorn_app import prepare_metrics_dir, run_gunicorn
 
     prepare_metrics_dir()
-    from webhook.serving import run_gunicorn
 
     log.info(
         "starting pod-replace-guard",

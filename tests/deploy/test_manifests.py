@@ -684,3 +684,19 @@ def test_install_render_with_network_policy_cidrs(install_render: InstallRender)
 def test_install_refuses_a_malformed_cidr(install_render: InstallRender) -> None:
     with pytest.raises(AssertionError, match="NETWORK_POLICY_CIDRS"):
         install_render(NETWORK_POLICY_CIDRS="172.18.0.0/16,not-a-cidr")
+
+
+def test_install_render_judging_subresources(install_render: InstallRender) -> None:
+    installed, _ = install_render(JUDGE_SUBRESOURCES="1")
+    webhook = find(installed, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
+    assert webhook["rules"][0]["resources"] == ["pods", "pods/ephemeralcontainers", "pods/resize"]
+    settings = deployed_settings(installed)
+    assert settings.judged_subresources == ("ephemeralcontainers", "resize")
+    # The webhook still never judges status: the API server does not send it either.
+    assert not any("status" in r for r in webhook["rules"][0]["resources"])
+
+
+def test_subresources_are_not_judged_by_default(docs: list[Doc]) -> None:
+    webhook = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
+    assert webhook["rules"][0]["resources"] == ["pods"]
+    assert deployed_settings(docs).judged_subresources == ()
