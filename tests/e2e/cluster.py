@@ -406,11 +406,12 @@ def install_webhook(
     ca_bundle_b64: str,
     failure_policy: str = "Fail",
     timeout_seconds: int | None = None,
+    resources: list[str] | None = None,
 ) -> dict[str, Any]:
     """Apply deploy/'s ValidatingWebhookConfiguration with a url clientConfig.
 
     The url and caBundle are the only differences from the in-cluster install
-    (plus the failure policy and timeout when a test asks for them).
+    (plus the failure policy, timeout and resources when a test asks for them).
     """
     config = webhook_configuration(plane)
     for hook in config["webhooks"]:
@@ -418,6 +419,8 @@ def install_webhook(
         hook["failurePolicy"] = failure_policy
         if timeout_seconds is not None:
             hook["timeoutSeconds"] = timeout_seconds
+        if resources is not None:
+            hook["rules"][0]["resources"] = resources
     plane.apply(config)
     return config
 

@@ -163,3 +163,38 @@ def _audit_annotations_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"no audit event with {webhook_name}'s annotations for {name}")
         time.sleep(0.5)
+
+
+SUBRESOURCES = ["pods", "pods/ephemeralcontainers", "pods/resize"]
+EPHEMERAL = {
+    "name": "debugger",
+    "image": "registry.k8s.io/pause:3.10.1",
+    "targetContainerName": "main",
+}
+
+
+@pytest.mark.local_plane
+def test_judging_subresources_is_opt_in_and_denies_kubectl_debug(
+    plane: ControlPlane, restore: Webhook, namespace: str
+) -> None:
+    """Default: an ephemeral container (what `kubectl debug` adds) goes through. With
+    PRG_JUDGED_SUBRESOURCES and the subresources in the webhook's rules, it is denied."""
+    ephemeral = ["-n", namespace, "patch", "pod", "--subresource=ephemeralcontainers"]
+    body = _json({"spec": {"ephemeralContainers": [EPHEMERAL]}})
+    create_pod(plane, namespace, "debug-default")
+    result = plane.kubectl(*ephemeral, "debug-default", "--type=merge", "-p", body, check=False)
+    assert result.returncode == 0, result.stderr
+
+    create_pod(plane, namespace, "debug-judged")
+    restore.stop()
+    restore.start(env={"PRG_JUDGED_SUBRESOURCES": "ephemeralcontainers,resize"})
+    restore.install(resources=SUBRESOURCES)
+    try:
+        wait_for_enforcement(plane)
+        result = plane.kubectl(*ephemeral, "debug-judged", "--type=merge", "-p", body, check=False)
+        assert result.returncode != 0
+        assert f'admission webhook "{restore.name}" denied the request' in result.stderr
+        assert "spec.ephemeralContainers" in result.stderr
+    finally:
+        restore.install(resources=["pods"])
+        restore.restart("enforce")
