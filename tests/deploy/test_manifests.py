@@ -700,3 +700,11 @@ def test_subresources_are_not_judged_by_default(docs: list[Doc]) -> None:
     webhook = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
     assert webhook["rules"][0]["resources"] == ["pods"]
     assert deployed_settings(docs).judged_subresources == ()
+
+
+def test_check_live_knows_the_webhooks_name(docs: list[Doc]) -> None:
+    # check --live tells our denials from other webhooks' by this name.
+    from webhook.live import WEBHOOK_NAME
+
+    webhook = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
+    assert webhook["name"] == WEBHOOK_NAME
