@@ -67,15 +67,20 @@ def _get_json(api: Any, path: str, what: str) -> Any:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        response = api.call_api(
-            path,
-            "GET",
-            auth_settings=["BearerToken"],
-            response_type=None,
-            _preload_content=False,
-            _return_http_data_only=True,
-            _request_timeout=60,
-        )
+        if hasattr(api, "param_serialize"):  # kubernetes >= 33 (openapi-generator 7)
+            method, url, headers, body, post = api.param_serialize(
+                "GET", path, header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )  # fmt: skip
+            response = api.call_api(method, url, headers, body, post, _request_timeout=60)
+            response.read()
+            if not 200 <= response.status < 300:
+                raise ApiException(status=response.status, reason=response.reason)
+        else:
+            response = api.call_api(
+                path, "GET", auth_settings=["BearerToken"], response_type=None,
+                _preload_content=False, _return_http_data_only=True, _request_timeout=60,
+            )  # fmt: skip
         return json.loads(response.data)
     except ApiException as error:
         raise UsageError(f"cannot read {what}: {error.status} {error.reason}") from error
