@@ -32,6 +32,18 @@ OPENAPI_PATH = "/openapi/v3/api/v1"
 EXIT_COVERED, EXIT_UNCOVERED = 0, 1
 
 
+class _Dumper(yaml.SafeDumper):
+    """YAML with CEL expressions as literal blocks, so they read (and grep) as written."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text or len(text) > 60 else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def packaged_schema() -> dict[str, Any]:
     """The trimmed pod schema of the pinned Kubernetes version (package data)."""
     text = resources.files("webhook").joinpath("schemas", DEFAULT_SCHEMA).read_text("utf-8")
@@ -115,8 +127,11 @@ def _live_version(api: Any) -> str:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    environ: dict[str, str] = {}
+    """Settings as ``serve`` reads them (PRG_* environment, --config), or from an env
+    file such as deploy/base/settings.env instead of the environment."""
+    environ: dict[str, str] | None = None
     if args.settings_env:
+        environ = {}
         try:
             with open(args.settings_env, encoding="utf-8") as handle:
                 lines = handle.read().splitlines()
@@ -181,7 +196,7 @@ def run_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
         out.write("\n")
         return 0
     out.write(_header(source, version, generated.groups))
-    out.write(yaml.safe_dump_all(generated.documents(), sort_keys=False, width=100))
+    out.write(yaml.dump_all(generated.documents(), Dumper=_Dumper, sort_keys=False, width=100))
     return 0
 
 
