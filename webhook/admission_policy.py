@@ -34,7 +34,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from webhook.rules import FINALIZERS_PATH, SERVER_MANAGED_PATHS, UPDATABLE_PATHS, WILDCARD
+from webhook.rules import (
+    FINALIZERS_PATH,
+    SERVER_MANAGED_PATHS,
+    UPDATABLE_PATHS,
+    WILDCARD,
+    describe_updatable_fields,
+)
 from webhook.settings import Mode, Settings
 
 POD_SCHEMA: Final = "io.k8s.api.core.v1.Pod"
@@ -45,6 +51,8 @@ FIELDS_ANNOTATION: Final = ANNOTATION_PREFIX + "fields"
 VERSION_ANNOTATION: Final = ANNOTATION_PREFIX + "schema-version"
 VALIDATION_ACTIONS: Final[dict[Mode, str]] = {"enforce": "Deny", "warn": "Warn", "audit": "Audit"}
 MESSAGE_PREFIX: Final = "pod updates may not change these fields: "
+# Paths a denial names (the API server refuses messages over 5 KiB).
+MAX_PATHS_IN_MESSAGE: Final = 50
 # Kubernetes' per-expression runtime limit and per-binding budget (k8s.io/apiserver
 # pkg/apis/cel/config.go: PerCallLimit, RuntimeCELCostBudget).
 PER_CALL_LIMIT: Final = 1_000_000
@@ -385,6 +393,16 @@ def _variables(generator: _Generator, pod: Mapping[str, Any]) -> Iterator[tuple[
             yield "changed" + name + suffix, " +\n".join(expressions)
 
 
+def _message_expression() -> str:
+    """The changed paths, the first MAX_PATHS_IN_MESSAGE of them, never values."""
+    shown = f"variables.changed.transformList(i, p, i < {MAX_PATHS_IN_MESSAGE}, p).join(', ')"
+    more = (
+        f"(variables.changed.size() > {MAX_PATHS_IN_MESSAGE} ? ' and ' + "
+        f"string(variables.changed.size() - {MAX_PATHS_IN_MESSAGE}) + ' more' : '')"
+    )
+    return f"{_quote(MESSAGE_PREFIX)} + {shown} + {more}"
+
+
 def fingerprint(covered: Mapping[str, list[str]]) -> str:
     text = json.dumps(covered, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -461,7 +479,10 @@ def generate(
         "validations": [
             {
                 "expression": "variables.changed.size() == 0",
-                "messageExpression": f"{_quote(MESSAGE_PREFIX)} + variables.changed.join(', ')",
+                "messageExpression": _message_expression(),
+                # Only if the message expression fails: the API server drops messages
+                # over 5 KiB, which the bound on the paths shown keeps clear of.
+                "message": f"pod updates may change only {describe_updatable_fields()}",
                 "reason": "Forbidden",
             }
         ],

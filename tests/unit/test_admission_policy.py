@@ -139,6 +139,10 @@ def test_the_policy_shape_scope_and_message(schema: dict[str, Any]) -> None:
     assert validation["expression"] == "variables.changed.size() == 0"
     assert validation["messageExpression"].startswith(repr(MESSAGE_PREFIX))
     assert "object" not in validation["messageExpression"]  # paths only, never values
+    # at most 50 paths (the API server drops messages over 5 KiB), then a count
+    assert "transformList(i, p, i < 50, p)" in validation["messageExpression"]
+    assert "' more'" in validation["messageExpression"]
+    assert validation["message"].startswith("pod updates may change only metadata.selfLink")
     names = [v["name"] for v in spec["variables"]]
     assert names[-1] == "changed"
     for name in names[:-1]:
