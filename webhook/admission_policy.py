@@ -84,39 +84,25 @@ class SchemaError(ValueError):
     """The document is not an OpenAPI v3 schema with a Pod in it."""
 
 
-# --- the rule tree, from webhook.rules' data -----------------------------------
+# --- the rules, from webhook.rules' data -------------------------------------
 
 
-@dataclass
-class _Rule:
-    terminal: bool = False
-    children: dict[str, _Rule] = field(default_factory=dict)
-    items: _Rule | None = None
+def _not_compared_directly() -> tuple[str, ...]:
+    """Paths (``spec.containers[*].image`` notation) the policy never compares: the
+    free ones, the server-managed ones, and the finalizers (they get their own check)."""
+    return (*UPDATABLE_PATHS, *SERVER_MANAGED_PATHS, FINALIZERS_PATH)
 
 
-def _segments(path: str) -> list[str]:
-    out: list[str] = []
-    for part in path.split("."):
-        if part.endswith(WILDCARD):
-            out.extend([part[: -len(WILDCARD)], WILDCARD])
-        else:
-            out.append(part)
-    return out
-
-
-def _rule_tree() -> _Rule:
-    root = _Rule()
-    for path in (*UPDATABLE_PATHS, *SERVER_MANAGED_PATHS, FINALIZERS_PATH):
-        node = root
-        for segment in _segments(path):
-            if segment == WILDCARD:
-                node.items = node.items or _Rule()
-                node = node.items
-            else:
-                node = node.children.setdefault(segment, _Rule())
-        # Finalizers are not free: they get their own check below.
-        node.terminal = True
-    return root
+def _rule_kind(rule_path: str, rules: tuple[str, ...]) -> str:
+    """free (a rule allows it), items (rules descend into its items), within (rules
+    descend into its properties) or frozen."""
+    if rule_path in rules:
+        return "free"
+    if any(rule.startswith(rule_path + WILDCARD) for rule in rules):
+        return "items"
+    if any(rule.startswith(rule_path + ".") for rule in rules):
+        return "within"
+    return "frozen"
 
 
 # --- the schema ----------------------------------------------------------------
@@ -284,33 +270,42 @@ class _Generator:
         return f"{a} == {b}"
 
     def walk(
-        self, schema: Mapping[str, Any], rule: _Rule, a: str, b: str, path: str, index: str = ""
+        self,
+        schema: Mapping[str, Any],
+        rule_path: str,
+        a: str,
+        b: str,
+        path: str,
+        index: str = "",
     ) -> Iterator[tuple[str, str]]:
-        """(CEL list expression of changed paths, path) for each frozen property."""
+        """(CEL list expression of changed paths, path) for each frozen property.
+
+        ``rule_path`` is the path in the rules' notation (``spec.containers[*]``),
+        ``path`` the one shown (``spec.containers[`` + index + ``]``)."""
         name, schema = self.resolver.resolve(schema)
         self._record(name, schema)
         properties = schema.get("properties")
         if not isinstance(properties, Mapping):
             raise SchemaError(f"{path or 'the Pod'} has no properties in the schema")
+        rules = _not_compared_directly()
         for key, prop in sorted(properties.items()):
-            child = rule.children.get(key)
             here = f"{path}.{key}" if path else key
+            child_rule = f"{rule_path}.{key}" if rule_path else key
             shown = (
                 _quote(here)
                 if not index
                 else f"{_quote(path + '[')} + string({index}) + {_quote('].' + key)}"
             )
             a_key, b_key = f"{a}[?{_quote(key)}]", f"{b}[?{_quote(key)}]"
-            if child is None:
+            kind = _rule_kind(child_rule, rules)
+            if kind == "frozen":
                 yield f"({self.equal(prop, a_key, b_key)} ? [] : [{shown}])", here
-            elif child.terminal:
-                continue
-            elif child.items is not None:
-                yield self._items(prop, child.items, a_key, b_key, here), here
-            else:
-                yield from self.walk(prop, child, a_key, b_key, here)
+            elif kind == "items":
+                yield self._items(prop, child_rule + WILDCARD, a_key, b_key, here), here
+            elif kind == "within":
+                yield from self.walk(prop, child_rule, a_key, b_key, here)
 
-    def _items(self, schema: Mapping[str, Any], rule: _Rule, a: str, b: str, path: str) -> str:
+    def _items(self, schema: Mapping[str, Any], rule_path: str, a: str, b: str, path: str) -> str:
         """A list the rules descend into: same length, items matched by position."""
         _, schema = self.resolver.resolve(schema)
         if _kind(schema) != "list":
@@ -320,7 +315,7 @@ class _Generator:
             expression
             for expression, _ in self.walk(
                 schema["items"],
-                rule,
+                rule_path,
                 f"optional.of(dyn({v}))",
                 f"optional.of(dyn({y}[{i}]))",
                 path,
@@ -378,7 +373,7 @@ def _variables(generator: _Generator, pod: Mapping[str, Any]) -> Iterator[tuple[
     containers do not share a limit with the rest of the spec.
     """
     groups: dict[str, list[list[str]]] = {}
-    for expression, path in generator.walk(pod, _rule_tree(), "object", "oldObject", ""):
+    for expression, path in generator.walk(pod, "", "object", "oldObject", ""):
         top = path.split(".")[0]
         group = path if path in ("spec.containers", "spec.initContainers") else top
         chunks = groups.setdefault(group, [[]])
@@ -418,25 +413,23 @@ def generate(
     """The policy and binding for the rules, the schema and the settings."""
     covered, variables = _covered_fields(document)
     all_changed = " + ".join(f"variables.{variable}" for variable, _ in variables)
-    match_conditions = []
-    if settings.exempt_users:
-        users = ", ".join(_quote(user) for user in settings.exempt_users)
-        match_conditions.append(
-            {
-                "name": "not-exempt-user",
-                "expression": "!has(request.userInfo.username) || "
-                f"!(request.userInfo.username in [{users}])",
-            }
+    match_conditions = [
+        {"name": f"not-exempt-{kind}", "expression": expression}
+        for kind, names, expression in (
+            (
+                "user",
+                settings.exempt_users,
+                "!has(request.userInfo.username) || !(request.userInfo.username in [{}])",
+            ),
+            (
+                "group",
+                settings.exempt_groups,
+                "!has(request.userInfo.groups) || !request.userInfo.groups.exists(g, g in [{}])",
+            ),
         )
-    if settings.exempt_groups:
-        groups = ", ".join(_quote(group) for group in settings.exempt_groups)
-        match_conditions.append(
-            {
-                "name": "not-exempt-group",
-                "expression": "!has(request.userInfo.groups) || "
-                f"!request.userInfo.groups.exists(g, g in [{groups}])",
-            }
-        )
+        if names
+        for expression in [expression.format(", ".join(_quote(name) for name in names))]
+    ]
     annotations = {
         FINGERPRINT_ANNOTATION: fingerprint(covered),
         FIELDS_ANNOTATION: json.dumps(covered, sort_keys=True, separators=(",", ":")),

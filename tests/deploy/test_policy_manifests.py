@@ -10,10 +10,8 @@ policy's verdicts against the webhook's are the end-to-end suite's
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.deploy.test_manifests import (
@@ -21,7 +19,6 @@ from tests.deploy.test_manifests import (
     Doc,
     deployed_settings,
     find,
-    find_kubectl,
     render,
     webhook,
 )
@@ -29,16 +26,6 @@ from webhook.cli import main
 
 POLICY_FILE = REPO / "deploy" / "components" / "policy" / "policy.yaml"
 BENCHMARK_POLICY = REPO / "benchmarks" / "vap.yaml"
-
-
-@pytest.fixture(scope="module", name="kubectl")
-def kubectl_path() -> str:
-    path = find_kubectl()
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("kubectl is required to render deploy/ in CI (not on PATH, no $KUBECTL)")
-        pytest.skip("kubectl not found (not on PATH, no $KUBECTL): cannot render deploy/")
-    return path
 
 
 def generated(*args: str) -> str:
