@@ -561,26 +561,29 @@ def test_a_pod_with_100_containers_and_the_most_annotations_is_judged_within_the
     print(f"\nbig pod: allowed in {allowed_ms:.0f} ms, denied in {denied_ms:.0f} ms (dry run)")
 
 
-def test_the_installed_policy_covers_the_live_schema(plane: ControlPlane) -> None:
-    """``policy --check --live`` passes for a policy generated from this server, and
-    fails (exit 1, naming the field) for one that lacks a field the server has."""
+def test_the_installed_policy_covers_the_live_schema(plane: ControlPlane, tmp_path: Path) -> None:
+    """``policy --check --live`` passes for the installed policy generated from this
+    server, and fails (exit 1, naming the field) for one that lacks a field it has."""
     policy = generated_policy(plane, "--name", "check-" + uuid.uuid4().hex[:6])[0]
     name = policy["metadata"]["name"]
-    fields = json.loads(policy["metadata"]["annotations"]["pod-replace-guard.io/fields"])
     plane.apply(policy)
     check = [sys.executable, "-m", "webhook", "policy", "--check", "--live", "--name", name,
              "--kubeconfig", str(plane.kubeconfig)]  # fmt: skip
     try:
         result = subprocess.run(check, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
-        fields["io.k8s.api.core.v1.PodSpec"].remove("hostUsers")
-        policy["metadata"]["annotations"]["pod-replace-guard.io/fields"] = json.dumps(fields)
-        plane.apply(policy)
-        result = subprocess.run(check, capture_output=True, text=True, timeout=120, check=False)
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert "io.k8s.api.core.v1.PodSpec.hostUsers" in result.stdout
     finally:
         plane.kubectl("delete", "validatingadmissionpolicy", name, "--ignore-not-found")
+    fields = json.loads(policy["metadata"]["annotations"]["pod-replace-guard.io/fields"])
+    fields["io.k8s.api.core.v1.PodSpec"].remove("hostUsers")
+    policy["metadata"]["annotations"]["pod-replace-guard.io/fields"] = json.dumps(fields)
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(policy))
+    result = subprocess.run(
+        [*check, "--policy", str(older)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "io.k8s.api.core.v1.PodSpec.hostUsers" in result.stdout
 
 
 def test_check_reports_what_the_packaged_policy_misses_on_this_server(
