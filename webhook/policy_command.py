@@ -162,7 +162,7 @@ def _header(source: str, version: str, groups: list[str]) -> str:
         f"# CEL cost: each of the {len(groups)} changed* variables is its own program (the API\n"
         f"# server's limit: {PER_CALL_LIMIT:,} per program, {RUNTIME_COST_BUDGET:,} per binding);\n"
         "# the cost grows with the number of containers, volumes and list items, not with\n"
-        "# labels or annotations (never read). Measured (tests/e2e/controlplane/cmd/celcost):\n"
+        "# labels or annotations (never read). Measured (tests/e2e/controlplane/tools/celcost):\n"
         "# ~3,500 per container with env, probes and a security context, so about 280 such\n"
         "# containers fit one program; a pod past a limit is refused (failurePolicy Fail),\n"
         '# never let through. See README, "Webhook or policy?".\n'

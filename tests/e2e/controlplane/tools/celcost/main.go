@@ -5,8 +5,12 @@
 //
 //	celcost POLICY.json OLD.json NEW.json
 //
+// Not under cmd/: build.sh builds ./cmd/... for every version, this is built by hand:
+//
+//	cd tests/e2e/controlplane && go build -o /tmp/celcost ./tools/celcost
+//
 // Output: one JSON object {"perCallLimit", "runtimeBudget", "variables": [{"name",
-// "estimatedMax", "actual", "result"}]}. Used by tests/e2e/test_policy_equivalence.py.
+// "estimatedMax", "actual", "result"}]}. Its figures are in docs/benchmarks.md.
 package main
 
 import (
