@@ -9,6 +9,8 @@ four configurations that take turns in every round:
 - ``webhook``: pod-replace-guard (``python -m webhook serve``, production settings)
   registered with deploy/'s ValidatingWebhookConfiguration, by url on 127.0.0.1;
 - ``vap``: the ValidatingAdmissionPolicy of benchmarks/vap.yaml (CEL, in-process),
+  generated from the rule list by ``pod-replace-guard policy`` (the same file as
+  deploy/components/policy/policy.yaml, checked equal to the generator's output),
   as much of the webhook's rules as CEL can express;
 - ``vap_minimal``: benchmarks/vap-minimal.yaml, only the rules the API server's own
   pod-update validation does not already enforce.
@@ -43,12 +45,13 @@ from benchmarks.common import (
     rounded,
     tree_cpu_seconds,
 )
+from webhook.admission_policy import POLICY_NAME
 from webhook.certs import write_certificates
 
 NAMESPACE = "bench"
 # configuration -> (manifest, policy name)
 POLICIES = {
-    "vap": (REPO / "benchmarks" / "vap.yaml", "pod-replace-guard-cel"),
+    "vap": (REPO / "benchmarks" / "vap.yaml", POLICY_NAME),
     "vap_minimal": (REPO / "benchmarks" / "vap-minimal.yaml", "pod-replace-guard-cel-minimal"),
 }
 PROBE = {"metadata": {"finalizers": ["bench.example.com/probe"]}}

@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``check`` and ``certs`` (``python -m webhook`` / ``pod-replace-guard``).
+"""Command line: ``serve``, ``check``, ``certs``, ``policy`` (``python -m webhook``).
 
 Bad input exits 2 with one line on stderr and no traceback; ``check`` exits 0 when the
 update would be allowed, 1 when it would be denied, and 3 when an offline check cannot
@@ -344,6 +344,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+    from webhook.policy_command import run_policy
+
+    return run_policy(args, stdin, out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, description="Kubernetes admission webhook for the pod replace rules."
@@ -404,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--out", required=True, help="output directory")
     client.add_argument("--name", default="kube-apiserver", help="the certificate's common name")
     client.add_argument("--days", type=float, default=365, help="validity (days)")
+
+    from webhook.policy_command import add_parser
+
+    add_parser(commands)
     return parser
 
 
@@ -420,6 +430,8 @@ def main(
             return _cmd_certs(args, out)
         if args.command == "client-cert":
             return _cmd_client_cert(args, out)
+        if args.command == "policy":
+            return _cmd_policy(args, stdin, out)
         return _cmd_serve(args)
     except (UsageError, ConfigError) as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")

@@ -53,16 +53,6 @@ def find_kubectl() -> str | None:
     return str(built[-1]) if built else None
 
 
-@pytest.fixture(scope="session")
-def kubectl() -> str:
-    path = find_kubectl()
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("kubectl is required to render deploy/ in CI (not on PATH, no $KUBECTL)")
-        pytest.skip("kubectl not found (not on PATH, no $KUBECTL): cannot render deploy/")
-    return path
-
-
 def render(kubectl: str, directory: str) -> list[Doc]:
     result = subprocess.run(
         [kubectl, "kustomize", str(REPO / directory)],
