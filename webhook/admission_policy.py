@@ -449,9 +449,12 @@ def generate(
                     "apiGroups": [""],
                     "apiVersions": ["v1"],
                     "operations": ["UPDATE"],
-                    # "pods" alone: pods/status, pods/ephemeralcontainers and the other
-                    # subresources are not matched, as in the webhook.
-                    "resources": ["pods"],
+                    # As the webhook: the main resource, and the subresources it is
+                    # told to judge (PRG_JUDGED_SUBRESOURCES); never pods/status.
+                    "resources": [
+                        "pods",
+                        *(f"pods/{name}" for name in settings.judged_subresources),
+                    ],
                     "scope": "Namespaced",
                 }
             ],

@@ -64,8 +64,13 @@ def _read_json(path: str, what: str) -> Any:
 
 
 def _api_client(kubeconfig: str | None, context: str | None) -> Any:
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
+    try:
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError as error:
+        raise UsageError(
+            "--live and --check need the kubernetes client: pip install 'pod-replace-guard[live]'"
+        ) from error
 
     try:
         return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]

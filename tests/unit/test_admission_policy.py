@@ -123,6 +123,12 @@ def test_empty_values_equal_absent(schema: dict[str, Any]) -> None:
     assert ".orValue('') == " in cel
 
 
+def test_judged_subresources_are_matched_as_by_the_webhook(schema: dict[str, Any]) -> None:
+    settings = Settings(judged_subresources=("ephemeralcontainers", "resize"))
+    (rule,) = generate(schema, settings).policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["pods", "pods/ephemeralcontainers", "pods/resize"]
+
+
 def test_the_policy_shape_scope_and_message(schema: dict[str, Any]) -> None:
     generated = generate(schema, Settings())
     spec = generated.policy["spec"]
