@@ -267,6 +267,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # webhook/worker.py says why.
         "worker_class": "webhook.worker.GuardedWorker",
         "worker_connections": settings.max_connections,
+        "reuse_port": True,
         "workers": settings.workers,
         "threads": settings.threads,
         "keepalive": settings.keepalive,
