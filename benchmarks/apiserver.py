@@ -321,21 +321,22 @@ def run(work_dir: Path) -> dict[str, Any]:
         }
         for config in configs
     }
+
+    def floor_ratio(key: str) -> float | None:
+        """Our added latency over the floor's; None when the floor's added figure is not
+        above zero (lost in the noise of the run), where a ratio would say nothing."""
+        floor_added = added("floor", "sequential", key)
+        if not floor_added > 0:
+            return None
+        return rounded(added("webhook", "sequential", key) / floor_added)
+
     floor_figures: dict[str, Any] = {}
     if "floor" in samples:
         floor_figures = {
             "floor_added_p50_ms": added("floor", "sequential", "p50_ms"),
             "floor_added_p99_ms": added("floor", "sequential", "p99_ms"),
-            "ratio_vs_floor_p50": rounded(
-                ratio(
-                    added("webhook", "sequential", "p50_ms"), added("floor", "sequential", "p50_ms")
-                )
-            ),
-            "ratio_vs_floor_p99": rounded(
-                ratio(
-                    added("webhook", "sequential", "p99_ms"), added("floor", "sequential", "p99_ms")
-                )
-            ),
+            "ratio_vs_floor_p50": floor_ratio("p50_ms"),
+            "ratio_vs_floor_p99": floor_ratio("p99_ms"),
             "concurrent_floor_added_p50_ms": added("floor", "concurrent", "p50_ms"),
             "concurrent_floor_added_p99_ms": added("floor", "concurrent", "p99_ms"),
         }
