@@ -323,10 +323,12 @@ def run(work_dir: Path) -> dict[str, Any]:
     }
 
     def floor_ratio(key: str) -> float | None:
-        """Our added latency over the floor's; None when the floor's added figure is not
-        above zero (lost in the noise of the run), where a ratio would say nothing."""
+        """Our added latency over the floor's; None when what the floor adds is under a
+        tenth of the latency without admission: then it is lost in the run's noise (a
+        p99 moves more than that between rounds on a busy machine) and a ratio to it
+        says nothing."""
         floor_added = added("floor", "sequential", key)
-        if not floor_added > 0:
+        if not floor_added > 0.1 * med("none", "sequential", key):
             return None
         return rounded(added("webhook", "sequential", key) / floor_added)
 
