@@ -33,6 +33,7 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("http.ratio_vs_allow_all", ">=", 0.85, "judging costs little next to the framework"),
     ("http.ratio_vs_sync", ">=", 4.0, "gthread + keep-alive vs the sync worker"),
     ("http.p99_ms", "<=", 10.0, "p99 of the ~20 KB review, production workers, ~1/3 load"),
+    ("apiserver.added_p50_ms", "<=", 2.0, "p50 a pod UPDATE pays for the webhook"),
     ("apiserver.ratio_vs_floor_p50", "<=", 1.25, "added p50 of ours / of the Go floor"),
     ("apiserver.ratio_vs_floor_p99", "<=", 1.5, "added p99 of ours / of the Go floor"),
     ("decision.per_kb_growth", "<=", 2.0, "per-KB decision cost constant within 2x, 1 KB-1 MB"),
