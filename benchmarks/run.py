@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, then benchmarks/results.json and a summary.
 
-    python -m benchmarks.run                  # everything (about 10 minutes)
+    python -m benchmarks.run                  # everything (12-15 minutes)
     BENCH_QUICK=1 python -m benchmarks.run    # the short run (under 2 minutes)
     python -m benchmarks.run decision http    # some sections only
 
