@@ -75,6 +75,11 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # webhook/worker.py says why.
         "worker_class": "webhook.worker.GuardedWorker",
         "worker_connections": settings.max_connections,
+        # A listening socket per worker (SO_REUSEPORT), so the kernel spreads new
+        # connections over the workers. With one shared socket the first worker to wake
+        # took a whole burst of the API server's kept-alive connections and kept them:
+        # one core did the work of two (docs/benchmarks.md, "Where the time goes").
+        "reuse_port": True,
         "workers": settings.workers,
         "threads": settings.threads,
         "keepalive": settings.keepalive,
