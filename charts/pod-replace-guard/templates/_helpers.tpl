@@ -60,6 +60,10 @@ PRG_HEALTH_BIND: "0.0.0.0:8081"
 {{- range $key, $env := dict "maxBodyBytes" "PRG_MAX_BODY_BYTES" "tlsMinVersion" "PRG_TLS_MIN_VERSION" "workers" "PRG_WORKERS" "threads" "PRG_THREADS" "keepalive" "PRG_KEEPALIVE" "gracefulTimeout" "PRG_GRACEFUL_TIMEOUT" "certReloadSeconds" "PRG_CERT_RELOAD_SECONDS" "handshakeTimeout" "PRG_HANDSHAKE_TIMEOUT" "requestTimeout" "PRG_REQUEST_TIMEOUT" "maxConnections" "PRG_MAX_CONNECTIONS" "inflightBytes" "PRG_INFLIGHT_BYTES" }}
 {{- $value := index $s $key }}
 {{- if not (kindIs "invalid" $value) }}
+{{- /* Numbers from values files are float64: 1048576, not 1.048576e+06. */}}
+{{- if and (kindIs "float64" $value) (eq $value (floor $value)) }}
+{{- $value = int64 $value }}
+{{- end }}
 {{ $env }}: {{ $value | toString | quote }}
 {{- end }}
 {{- end }}
