@@ -42,14 +42,10 @@ CHART_OWNED_SETTINGS = {"namespace", "bind", "healthBind", "certDir", "clientCA"
 PEM_CA = (REPO / "tests" / "charts" / "testdata" / "ca.crt").read_text()
 
 
-def template(
-    helm: str, tmp_path: Path, values: Doc, *, namespace: str = NAMESPACE
-) -> list[Doc]:
+def template(helm: str, tmp_path: Path, values: Doc, *, namespace: str = NAMESPACE) -> list[Doc]:
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    result = run(
-        [helm, "template", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file)]
-    )
+    result = run([helm, "template", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file)])
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -157,7 +153,11 @@ def check_cert_manager(docs: list[Doc]) -> None:
 def check_cert_manager_issuer(docs: list[Doc]) -> None:
     assert "Issuer" not in kinds(docs)
     certificate = one(docs, "Certificate")["spec"]
-    assert certificate["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "corp"}
+    assert certificate["issuerRef"] == {
+        "group": "cert-manager.io",
+        "kind": "ClusterIssuer",
+        "name": "corp",
+    }
     assert (certificate["duration"], certificate["renewBefore"]) == ("720h", "240h")
 
 
@@ -200,7 +200,9 @@ def check_scheduling(docs: list[Doc]) -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert "priorityClassName" not in pod
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
-    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert pod["affinity"] == {"nodeAffinity": {"zone": "a"}}
     # Merged with the defaults: the memory limit stays.
     assert pod["containers"][0]["resources"] == {
@@ -226,7 +228,11 @@ MATRIX: dict[str, tuple[Doc, Callable[[list[Doc]], None]]] = {
             "certificates": {
                 "source": "certManager",
                 "certManager": {
-                    "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "corp"},
+                    "issuerRef": {
+                        "group": "cert-manager.io",
+                        "kind": "ClusterIssuer",
+                        "name": "corp",
+                    },
                     "duration": "720h",
                     "renewBefore": "240h",
                 },
@@ -235,13 +241,22 @@ MATRIX: dict[str, tuple[Doc, Callable[[list[Doc]], None]]] = {
         check_cert_manager_issuer,
     ),
     "existing-secret": (
-        {"certificates": {"source": "existingSecret", "existingSecret": {"name": "my-tls", "caCertificate": PEM_CA}}},
+        {
+            "certificates": {
+                "source": "existingSecret",
+                "existingSecret": {"name": "my-tls", "caCertificate": PEM_CA},
+            }
+        },
         check_existing_secret,
     ),
     "client-auth-network-policy": (
         {
             "clientAuth": {"enabled": True, "caCertificate": PEM_CA},
-            "networkPolicy": {"enabled": True, "cidrs": ["172.18.0.0/16"], "monitoringNamespace": "prometheus"},
+            "networkPolicy": {
+                "enabled": True,
+                "cidrs": ["172.18.0.0/16"],
+                "monitoringNamespace": "prometheus",
+            },
         },
         check_client_auth_network_policy,
     ),
@@ -313,7 +328,10 @@ BAD_VALUES: dict[str, tuple[Doc, str]] = {
     "too many workers": ({"settings": {"workers": 65}}, "/settings/workers"),
     "tiny body limit": ({"settings": {"maxBodyBytes": 10}}, "/settings/maxBodyBytes"),
     "log level": ({"settings": {"logLevel": "TRACE"}}, "/settings/logLevel"),
-    "bad namespace": ({"settings": {"exemptNamespaces": ["Kube_System"]}}, "/settings/exemptNamespaces/0"),
+    "bad namespace": (
+        {"settings": {"exemptNamespaces": ["Kube_System"]}},
+        "/settings/exemptNamespaces/0",
+    ),
     "users not a list": ({"settings": {"exemptUsers": "alice"}}, "/settings/exemptUsers"),
     "unknown setting": ({"settings": {"bind": "0.0.0.0:1"}}, "'bind' not allowed"),
     "unknown top-level key": ({"replica": 3}, "'replica' not allowed"),
@@ -421,7 +439,7 @@ def normalise_kustomize(doc: Doc) -> Doc:
 def normalise_chart(doc: Doc) -> Doc:
     doc = copy.deepcopy(doc)
     labels = doc["metadata"]["labels"]
-    assert HELM_LABELS <= set(labels), labels
+    assert set(labels) >= HELM_LABELS, labels
     for key in HELM_LABELS:
         del labels[key]
     if doc["kind"] == "Deployment":
@@ -453,4 +471,6 @@ def test_defaults_render_deploy(helm: str, tmp_path: Path, kustomize_docs: list[
     assert set(chart) - set(kustomize) == ONLY_CHART
     for key in sorted(set(chart) & set(kustomize)):
         ours, theirs = normalise_chart(chart[key]), kustomize[key]
-        assert ours == theirs, f"{key}: chart\n{yaml.safe_dump(ours)}\nkustomize\n{yaml.safe_dump(theirs)}"
+        assert ours == theirs, (
+            f"{key}: chart\n{yaml.safe_dump(ours)}\nkustomize\n{yaml.safe_dump(theirs)}"
+        )

@@ -43,7 +43,7 @@ def dashboard_exprs() -> list[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The metric names in a PromQL expression (strings, matchers, groupings and durations removed)."""
+    """Metric names in a PromQL expression (strings, matchers, groupings, ranges removed)."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
     text = re.sub(r"\{[^}]*\}", "", text)
     text = re.sub(r"\b(by|without)\s*\([^)]*\)", "", text)
