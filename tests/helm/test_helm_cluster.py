@@ -1,6 +1,6 @@
 """The chart on a real cluster, as an operator uses it: the kustomize install removed,
 `helm install`, the end-to-end smoke through the Service, `helm upgrade` to mode warn
-under a loop of pod updates, the break-glass drill of docs/operations.md, and
+and `helm rollback` under a loop of pod updates, the break-glass drill of docs/operations.md, and
 `helm uninstall` leaving nothing behind. The tests run in order and share the release.
 """
 
@@ -249,6 +249,25 @@ def test_upgrade_to_warn(plane: ControlPlane, helm: Helm, namespace: str, pod: s
     assert serving_after["tls.crt"] != serving_before["tls.crt"]
     assert serving_after["ca.crt"] == serving_before["ca.crt"]
     assert secret_data(plane, "pod-replace-guard-ca") == ca_before
+
+
+def test_rollback(plane: ControlPlane, helm: Helm, namespace: str, pod: str) -> None:
+    """`helm rollback` to the first revision: enforce again, no failed update meanwhile."""
+    with UpdateLoad(plane, namespace, pod) as load:
+        helm("rollback", RELEASE, "1", "-n", WEBHOOK_NAMESPACE, "--wait", "--timeout", "240s")
+        wait_for_rollout(plane)
+        time.sleep(5)
+    load.report("pod updates during helm rollback")
+    assert load.sent > 20
+    assert not load.failures, load.failures[:3]
+    configmap = plane.kubectl("-n", WEBHOOK_NAMESPACE, "get", "configmap", RELEASE, "-o", "json")
+    assert json.loads(configmap.stdout)["data"]["PRG_MODE"] == "enforce"
+    another = json.dumps({"metadata": {"finalizers": [FINALIZER, f"{FINALIZER}-2"]}})
+    denied = plane.kubectl(
+        "-n", namespace, "patch", "pod", pod, "--type=merge", "-p", another, check=False
+    )
+    assert denied.returncode != 0
+    assert f'admission webhook "{WEBHOOK_NAME}" denied the request' in denied.stderr
 
 
 def test_break_glass(plane: ControlPlane, helm: Helm, namespace: str, pod: str) -> None:
