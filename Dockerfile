@@ -1,11 +1,11 @@
 # pod-replace-guard: the admission webhook image (make image).
 #
-# Two stages: the build stage installs the package and its runtime dependencies
-# (no dev extra) into a virtual environment; the final stage is the same slim Python
+# Two stages: the build stage installs the package and its serving dependencies
+# (no dev extra, and no kubernetes client: only `check --live` needs it, the `live` extra) into a virtual environment; the final stage is the same slim Python
 # with only that environment copied in, running as an unprivileged numeric user.
 # The entry point is the console script in exec form: no shell is used at run time.
 # `serve` runs gunicorn in-process with the committed configuration
-# (webhook/serving.py); settings come from PRG_* variables (deploy/README.md).
+# (webhook/gunicorn_app.py); settings come from PRG_* variables (deploy/README.md).
 #
 # No `# syntax=` line on purpose: BuildKit would pull that frontend image from a
 # registry, which an air-gapped build cannot reach.
@@ -38,7 +38,7 @@ COPY webhook ./webhook
 RUN pip install --no-cache-dir . \
  && python3 -m pip uninstall --yes pip \
  && cd / \
- && python3 -c "import webhook.cli, webhook.app, webhook.serving" \
+ && python3 -c "import webhook.cli, webhook.app, webhook.gunicorn_app, webhook.tls" \
  && pod-replace-guard --help >/dev/null
 
 FROM ${PYTHON_IMAGE}

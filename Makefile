@@ -109,6 +109,8 @@ PYTHON_IMAGE ?= python:3.11-slim
 CLIENT_CA ?=
 # CIDRs the API server and the kubelets connect from: adds the NetworkPolicy.
 NETWORK_POLICY_CIDRS ?=
+# Non-empty: judge pods/ephemeralcontainers and pods/resize too (denies `kubectl debug`).
+JUDGE_SUBRESOURCES ?=
 KIND_ENV := CLUSTER=$(CLUSTER) KIND_NODE_IMAGE=$(KIND_NODE_IMAGE)
 # kind and the kubectl of the node's release, from the cache hack/kind fills.
 KIND_TOOLS := $$(source hack/kind/lib.sh && echo "$$PATH")
@@ -138,7 +140,7 @@ kind-load: ## load $(IMAGE) into the kind cluster's nodes
 
 .PHONY: deploy
 deploy: install ## install into the current kube context (certs generated, caBundle injected)
-	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) CLIENT_CA=$(CLIENT_CA) NETWORK_POLICY_CIDRS=$(NETWORK_POLICY_CIDRS) deploy/install.sh
+	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) CLIENT_CA=$(CLIENT_CA) NETWORK_POLICY_CIDRS=$(NETWORK_POLICY_CIDRS) JUDGE_SUBRESOURCES=$(JUDGE_SUBRESOURCES) deploy/install.sh
 
 .PHONY: undeploy
 undeploy: ## remove the webhook from the current kube context

@@ -2,7 +2,7 @@
 
 It reads the request body off the socket (the server has to, for any handler) but
 neither parses nor judges it, logs nothing and keeps no metrics; its answer is a fixed
-AdmissionReview. Served with the production gunicorn options and TLS hook by
+AdmissionReview. Served with the production gunicorn options and per-worker certificate reloader by
 :mod:`benchmarks.launcher`, the difference between it and the webhook is what judging
 costs.
 """

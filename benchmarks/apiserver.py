@@ -3,15 +3,20 @@
 The local control plane of the end-to-end suite (etcd + kube-apiserver v1.34 on
 loopback, ``tests.e2e.cluster.local_control_plane``) serves label patches of pods
 (merge patches: an UPDATE for admission) sent with the official Python client, in
-four configurations that take turns in every round:
+five configurations that take turns in every round:
 
 - ``none``: no admission configured for pods beyond the API server's built-ins;
 - ``webhook``: pod-replace-guard (``python -m webhook serve``, production settings)
   registered with deploy/'s ValidatingWebhookConfiguration, by url on 127.0.0.1;
 - ``vap``: the ValidatingAdmissionPolicy of benchmarks/vap.yaml (CEL, in-process),
+  generated from the rule list by ``pod-replace-guard policy`` (the same file as
+  deploy/components/policy/policy.yaml, checked equal to the generator's output),
   as much of the webhook's rules as CEL can express;
 - ``vap_minimal``: benchmarks/vap-minimal.yaml, only the rules the API server's own
-  pod-update validation does not already enforce.
+  pod-update validation does not already enforce;
+- ``floor``: the Go floor (benchmarks/gofloor/: decode, echo the uid, allow) registered
+  with the same ValidatingWebhookConfiguration, only the url differs: the least any
+  webhook costs the API server. ``ratio_vs_floor_p50`` is our added p50 over its.
 
 Each configuration is checked to be in force before it is measured (a dry-run
 finalizer patch is denied, or allowed for ``none``). Latency is measured in the
@@ -43,16 +48,19 @@ from benchmarks.common import (
     rounded,
     tree_cpu_seconds,
 )
+from webhook.admission_policy import POLICY_NAME
 from webhook.certs import write_certificates
 
 NAMESPACE = "bench"
 # configuration -> (manifest, policy name)
 POLICIES = {
-    "vap": (REPO / "benchmarks" / "vap.yaml", "pod-replace-guard-cel"),
+    "vap": (REPO / "benchmarks" / "vap.yaml", POLICY_NAME),
     "vap_minimal": (REPO / "benchmarks" / "vap-minimal.yaml", "pod-replace-guard-cel-minimal"),
 }
 PROBE = {"metadata": {"finalizers": ["bench.example.com/probe"]}}
-CONFIGS = ("none", "webhook", "vap", "vap_minimal")
+CONFIGS = ("none", "webhook", "vap", "vap_minimal", "floor")
+# The Go floor's answer to the probe (benchmarks/gofloor/main.go DenyMessage).
+FLOOR_DENIAL = "gofloor: probe denied"
 
 
 def _pod_manifest(name: str) -> dict[str, Any]:
@@ -131,12 +139,12 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 class _Admission:
-    """Switches between the three configurations and waits until each is in force."""
+    """Switches between the configurations and waits until each is in force."""
 
-    def __init__(self, plane: Any, core: Any, webhook_url: str, ca_bundle: str) -> None:
+    def __init__(self, plane: Any, core: Any, urls: dict[str, str], ca_bundle: str) -> None:
         self.plane = plane
         self.core = core
-        self.webhook_url = webhook_url
+        self.urls = urls  # webhook configuration -> url
         self.ca_bundle = ca_bundle
 
     def _probe(self) -> str:
@@ -152,6 +160,8 @@ class _Admission:
             for config, (_, name) in POLICIES.items():
                 if f"ValidatingAdmissionPolicy '{name}'" in text:
                     return config
+            if FLOOR_DENIAL in text:
+                return "floor"
             if "admission webhook" in text and "denied the request" in text:
                 return "webhook"
             return f"error {error.status}: {text[:200]}"
@@ -160,8 +170,8 @@ class _Admission:
     def use(self, config: str, timeout: float = 60.0) -> None:
         from tests.e2e.cluster import install_webhook, remove_webhook
 
-        if config == "webhook":
-            install_webhook(self.plane, self.webhook_url, self.ca_bundle, "Fail")
+        if config in self.urls:
+            install_webhook(self.plane, self.urls[config], self.ca_bundle, "Fail")
         else:
             remove_webhook(self.plane)
         for policy, (manifest, _) in POLICIES.items():
@@ -236,24 +246,31 @@ def run(work_dir: Path) -> dict[str, Any]:
         def make_core() -> Any:
             return client.CoreV1Api(plane.api_client())
 
-        with http_server(work_dir, cert_dir) as server:
-            admission = _Admission(plane, core, server.url, issued.ca_bundle)
+        with (
+            http_server(work_dir, cert_dir) as server,
+            floor_server(work_dir, cert_dir) as floor,
+        ):
+            urls = {"webhook": server.url, **({"floor": floor.url} if floor else {})}
+            configs = tuple(config for config in CONFIGS if config != "floor" or floor)
+            admission = _Admission(plane, core, urls, issued.ca_bundle)
             control_pids = [process.pid for process in getattr(plane, "processes", [])]
 
             def cpu_now() -> dict[str, float]:
                 """CPU seconds so far: etcd + kube-apiserver, the webhook, this client."""
                 return {
                     "control_plane": sum(cpu_seconds(pid) for pid in control_pids),
-                    "webhook": tree_cpu_seconds(server.pid),
+                    # whichever webhook is in force: the other one is idle
+                    "webhook": tree_cpu_seconds(server.pid)
+                    + (tree_cpu_seconds(floor.pid) if floor else 0.0),
                     "client": cpu_seconds(os.getpid()),
                 }
 
             samples: dict[str, dict[str, list[dict[str, Any]]]] = {
-                config: {"sequential": [], "concurrent": []} for config in CONFIGS
+                config: {"sequential": [], "concurrent": []} for config in configs
             }
             for round_index in range(rounds):
-                shift = round_index % len(CONFIGS)
-                order = CONFIGS[shift:] + CONFIGS[:shift]
+                shift = round_index % len(configs)
+                order = configs[shift:] + configs[:shift]
                 for config in order:
                     admission.use(config)
                     _latencies_sequential(core, pods[0], 20, f"warm-{config}")
@@ -305,8 +322,29 @@ def run(work_dir: Path) -> dict[str, Any]:
             }
             for kind in ("sequential", "concurrent")
         }
-        for config in CONFIGS
+        for config in configs
     }
+
+    def floor_ratio(key: str) -> float | None:
+        """Our added latency over the floor's; None when what the floor adds is under a
+        tenth of the latency without admission: then it is lost in the run's noise (a
+        p99 moves more than that between rounds on a busy machine) and a ratio to it
+        says nothing."""
+        floor_added = added("floor", "sequential", key)
+        if not floor_added > 0.1 * med("none", "sequential", key):
+            return None
+        return rounded(added("webhook", "sequential", key) / floor_added)
+
+    floor_figures: dict[str, Any] = {}
+    if "floor" in samples:
+        floor_figures = {
+            "floor_added_p50_ms": added("floor", "sequential", "p50_ms"),
+            "floor_added_p99_ms": added("floor", "sequential", "p99_ms"),
+            "ratio_vs_floor_p50": floor_ratio("p50_ms"),
+            "ratio_vs_floor_p99": floor_ratio("p99_ms"),
+            "concurrent_floor_added_p50_ms": added("floor", "concurrent", "p50_ms"),
+            "concurrent_floor_added_p99_ms": added("floor", "concurrent", "p99_ms"),
+        }
     return {
         "added_p50_ms": added("webhook", "sequential", "p50_ms"),
         "added_p99_ms": added("webhook", "sequential", "p99_ms"),
@@ -319,12 +357,13 @@ def run(work_dir: Path) -> dict[str, Any]:
         "concurrent_added_p50_ms": added("webhook", "concurrent", "p50_ms"),
         "concurrent_added_p99_ms": added("webhook", "concurrent", "p99_ms"),
         "concurrent_vap_added_p50_ms": added("vap", "concurrent", "p50_ms"),
+        **floor_figures,
         "cpu_ms_per_request": {
             config: {
                 name: table[config]["sequential"].get(f"{name}_cpu_ms_per_request")
                 for name in ("control_plane", "webhook", "client")
             }
-            for config in CONFIGS
+            for config in configs
         },
         "table": table,
         "rounds": rounds,
@@ -343,6 +382,21 @@ def run(work_dir: Path) -> dict[str, Any]:
 @contextlib.contextmanager
 def http_server(work_dir: Path, cert_dir: Path) -> Iterator[servers.RunningServer]:
     server = servers.start(servers.WEBHOOK, work_dir, cert_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def floor_server(work_dir: Path, cert_dir: Path) -> Iterator[servers.RunningServer | None]:
+    """The Go floor, or None (logged) when there is no Go toolchain to build it."""
+    try:
+        server = servers.start(servers.GO_FLOOR, work_dir, cert_dir)
+    except servers.GoUnavailable as error:
+        log(f"apiserver: no Go floor ({error})")
+        yield None
+        return
     try:
         yield server
     finally:

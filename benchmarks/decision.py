@@ -6,9 +6,9 @@ process:
 - ``json_loads``: ``json.loads(body)``, the floor named by the issue;
 - ``orjson_loads``: ``orjson.loads(body)``, the parse the webhook actually does;
 - ``decision``: what /validate does with the body, minus HTTP: ``orjson.loads``, then
-  ``webhook.policy.review`` (parse_review + decide, i.e. the diff), then
+  ``webhook.policy.answer_review`` (parsing, the gate and the diff), then
   ``orjson.dumps`` of the answer;
-- ``diff``: ``webhook.policy.review`` alone on an already parsed body.
+- ``diff``: ``webhook.policy.answer_review`` alone on an already parsed body.
 
 Sizes: 1, 10 and 100 containers (1 KiB of annotations), and 1 KiB to 1 MiB of
 annotations (1 container). Per-KB cost is time / request-body KB; linearity is judged
@@ -27,7 +27,7 @@ import orjson
 
 from benchmarks import payloads
 from benchmarks.common import log, median, quick, ratio, rounded
-from webhook.policy import review
+from webhook.policy import answer_review
 from webhook.settings import Settings
 
 MEASURES = ("json_loads", "orjson_loads", "decision", "diff")
@@ -79,14 +79,14 @@ def _functions(raw: bytes, settings: Settings) -> dict[str, Callable[[], object]
     parsed = orjson.loads(raw)
 
     def decision() -> bytes:
-        answer, _ = review(orjson.loads(raw), settings)
+        answer, _ = answer_review(orjson.loads(raw), settings)
         return orjson.dumps(answer)
 
     return {
         "json_loads": lambda: json.loads(raw),
         "orjson_loads": lambda: orjson.loads(raw),
         "decision": decision,
-        "diff": lambda: review(parsed, settings),
+        "diff": lambda: answer_review(parsed, settings),
     }
 
 

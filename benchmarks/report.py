@@ -90,7 +90,7 @@ def http_tables(http: dict[str, Any]) -> list[str]:
                 )
             )
     for name, got in (http.get("under_load") or {}).items():
-        label = "100 req/s" if name == "100rps" else "~half of saturation"
+        label = "100 req/s" if name == "100rps" else "~a third of saturation"
         rows.append(
             (
                 f"webhook, paced at {label}",
@@ -116,6 +116,57 @@ def http_tables(http: dict[str, Any]) -> list[str]:
         ),
         rows,
     )
+
+
+def scale_tables(http: dict[str, Any]) -> list[str]:
+    scale = http.get("scale") or {}
+    rows = []
+    for shape, servers in scale.items():
+        for server in ("webhook", "go_floor"):
+            got = servers.get(server)
+            if got:
+                rows.append(
+                    (
+                        shape,
+                        server,
+                        got["review_kb"],
+                        got["rps"],
+                        got["p50_ms"],
+                        got["p99_ms"],
+                        got["cpu_ms_per_request"],
+                        got["rps_per_core"],
+                    )
+                )
+    lines = _table(
+        (
+            "pod (containers, annotations)",
+            "server",
+            "review KB",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "CPU ms/req",
+            "req/s per core",
+        ),
+        rows,
+    )
+    sizing = http.get("sizing")
+    if sizing:
+        lines += [""]
+        lines += _table(
+            ("paced load req/s", "p50 ms", "p99 ms", "server CPU cores", "worker CPU share"),
+            [
+                (
+                    step["rps"],
+                    step["p50_ms"],
+                    step["p99_ms"],
+                    step["server_cpu_cores"],
+                    ", ".join(str(value) for value in step["worker_cpu_share"]),
+                )
+                for step in sizing["steps"]
+            ],
+        )
+    return lines
 
 
 def apiserver_table(api: dict[str, Any]) -> list[str]:
@@ -195,6 +246,7 @@ def render(results: dict[str, Any]) -> str:
         ("Targets", "targets", lambda _: targets_table(results)),
         ("Decision cost (in process)", "decision", decision_tables),
         ("HTTP over TLS", "http", http_tables),
+        ("Scale: review shape, webhook beside the Go floor", "http", scale_tables),
         ("API server", "apiserver", apiserver_table),
         ("Memory", "memory", memory_table),
     )

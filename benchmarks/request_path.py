@@ -76,7 +76,7 @@ def _turns(function: Callable[[], None], rounds: int, calls: int) -> float:
 def measure(log_file: Path) -> dict[str, Any]:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(log_file.parent / "request-path-metrics")
-    from webhook.serving import prepare_metrics_dir
+    from webhook.gunicorn_app import prepare_metrics_dir
 
     prepare_metrics_dir()
     import orjson
@@ -84,8 +84,8 @@ def measure(log_file: Path) -> dict[str, Any]:
     from benchmarks import payloads
     from benchmarks.allow_all import create_allow_all_app
     from webhook.app import create_app
-    from webhook.observe import configure_logging
-    from webhook.policy import review
+    from webhook.logs import configure_logging
+    from webhook.policy import answer_review
     from webhook.settings import Settings
 
     configure_logging("INFO")
@@ -97,7 +97,7 @@ def measure(log_file: Path) -> dict[str, Any]:
     raw = payloads.realistic_review()
 
     def decision() -> None:
-        answer, _ = review(orjson.loads(raw), settings)
+        answer, _ = answer_review(orjson.loads(raw), settings)
         orjson.dumps(answer)
 
     rounds, calls = (15, 40) if quick() else (41, 100)

@@ -1,12 +1,15 @@
-"""The three servers of the HTTP benchmark, as real gunicorn processes over TLS.
+"""The servers of the HTTP benchmark, as real processes over TLS.
 
 - ``webhook``: pod-replace-guard as shipped, ``python -m webhook serve`` with the
   default settings (gthread, 2 workers x 8 threads, keep-alive 120 s).
-- ``allow_all``: the same gunicorn options and TLS hook, serving a Flask app that allows
-  everything without looking (:mod:`benchmarks.allow_all`): the framework ceiling.
+- ``allow_all``: the same gunicorn options and per-worker certificate reloader,
+  serving a Flask app that allows everything without looking
+  (:mod:`benchmarks.allow_all`): the framework ceiling.
 - ``sync``: the webhook app with the same options under gunicorn's ``sync`` worker
   (one request at a time per worker, the connection closed after every response):
   what naive Flask webhooks ship.
+- ``go_floor``: the least a webhook can do (benchmarks/gofloor/, Go ``net/http``, same
+  certificate): decode the review, echo its uid, allow. The physical floor.
 """
 
 from __future__ import annotations
@@ -33,8 +36,16 @@ WORKERS = Settings().workers
 class ServerKind:
     key: str
     description: str
-    module: str
+    module: str  # a Python module run with ``-m``, or GO_FLOOR_MODULE
     extra: tuple[str, ...] = ()
+
+    @property
+    def gunicorn(self) -> bool:
+        return self.module != GO_FLOOR_MODULE
+
+
+GO_FLOOR_MODULE = "gofloor"
+GO_FLOOR_BUILD = REPO / "benchmarks" / "gofloor" / "build.sh"
 
 
 WEBHOOK = ServerKind(
@@ -52,7 +63,24 @@ SYNC = ServerKind(
     "benchmarks.launcher",
     ("--app", "webhook", "--worker-class", "sync"),
 )
-KINDS = (WEBHOOK, ALLOW_ALL, SYNC)
+GO_FLOOR = ServerKind(
+    "go_floor", "minimal Go net/http allow-all webhook, same TLS certificate", GO_FLOOR_MODULE
+)
+KINDS = (WEBHOOK, ALLOW_ALL, SYNC, GO_FLOOR)
+
+
+class GoUnavailable(RuntimeError):
+    """The Go floor could not be built (no Go toolchain)."""
+
+
+def go_floor_binary() -> str:
+    """The Go floor's binary, built (or found cached) by benchmarks/gofloor/build.sh."""
+    result = subprocess.run(
+        [str(GO_FLOOR_BUILD)], capture_output=True, text=True, check=False, timeout=600
+    )
+    if result.returncode != 0:
+        raise GoUnavailable(result.stderr.strip() or f"build.sh exit {result.returncode}")
+    return result.stdout.strip().splitlines()[-1]
 
 
 @dataclass
@@ -72,7 +100,8 @@ class RunningServer:
         return self.process.pid
 
     def workers(self) -> list[int]:
-        return children(self.pid)
+        """gunicorn's worker processes; the Go floor is one process and its own worker."""
+        return children(self.pid) if self.kind.gunicorn else [self.pid]
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.pid)
@@ -109,10 +138,18 @@ def start(kind: ServerKind, work_dir: Path, cert_dir: Path, timeout: float = 60.
     """Start ``kind`` on a free loopback port; return once every worker is up."""
     port = free_port()
     log_path = work_dir / f"{kind.key}-{port}.log"
-    command = [
-        sys.executable, "-m", kind.module, *kind.extra,
-        "--bind", f"127.0.0.1:{port}", "--cert-dir", str(cert_dir),
-    ]  # fmt: skip
+    if kind.gunicorn:
+        command = [
+            sys.executable, "-m", kind.module, *kind.extra,
+            "--bind", f"127.0.0.1:{port}", "--cert-dir", str(cert_dir),
+        ]  # fmt: skip
+        workers = WORKERS
+    else:
+        command = [
+            go_floor_binary(), "-bind", f"127.0.0.1:{port}",
+            "-cert", str(cert_dir / "tls.crt"), "-key", str(cert_dir / "tls.key"),
+        ]  # fmt: skip
+        workers = 1
     # The decision log goes to a file, as a container runtime's log pipe would take it.
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -131,7 +168,7 @@ def start(kind: ServerKind, work_dir: Path, cert_dir: Path, timeout: float = 60.
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{kind.key} not ready:\n{log_path.read_text()[-3000:]}")
             try:
-                if server.get("/readyz") == 200 and len(server.workers()) >= WORKERS:
+                if server.get("/readyz") == 200 and len(server.workers()) >= workers:
                     return server
             except (OSError, ssl.SSLError, http.client.HTTPException):
                 pass

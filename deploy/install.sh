@@ -27,6 +27,8 @@
 #                    (deploy/components/client-auth)
 #   NETWORK_POLICY_CIDRS  comma-separated CIDRs the API server and the kubelet connect
 #                    from: adds the NetworkPolicy (deploy/components/network-policy)
+#   JUDGE_SUBRESOURCES  non-empty: judge pods/ephemeralcontainers and pods/resize too
+#                    (deploy/components/judge-subresources; denies `kubectl debug`)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +43,7 @@ ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-180s}
 CERT_DAYS=${CERT_DAYS:-365}
 CLIENT_CA=${CLIENT_CA:-}
 NETWORK_POLICY_CIDRS=${NETWORK_POLICY_CIDRS:-}
+JUDGE_SUBRESOURCES=${JUDGE_SUBRESOURCES:-}
 
 # Names fixed by the manifests in deploy/base.
 readonly APP=pod-replace-guard
@@ -121,10 +124,11 @@ write_overlay() {
     echo "kind: Kustomization"
     echo "resources:"
     echo "  - $deploy_rel"
-    if [[ -n $CLIENT_CA || -n $NETWORK_POLICY_CIDRS ]]; then
+    if [[ -n $CLIENT_CA || -n $NETWORK_POLICY_CIDRS || -n $JUDGE_SUBRESOURCES ]]; then
       echo "components:"
       [[ -z $CLIENT_CA ]] || echo "  - $deploy_rel/components/client-auth"
       [[ -z $NETWORK_POLICY_CIDRS ]] || echo "  - $deploy_rel/components/network-policy"
+      [[ -z $JUDGE_SUBRESOURCES ]] || echo "  - $deploy_rel/components/judge-subresources"
     fi
     echo "images:"
     echo "  - name: $APP"

@@ -17,8 +17,9 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from webhook.observe import DECISION_LOGGER, Metrics
-from webhook.policy import Decision, review
+from webhook.logs import DECISION_LOGGER
+from webhook.metrics import Metrics
+from webhook.policy import Decision, answer_review
 from webhook.review import MalformedReview
 from webhook.settings import Settings
 
@@ -87,7 +88,7 @@ def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: 
                 "uid": decision.uid,
                 **request_fields,
                 "allowed": decision.allowed,
-                "judged": decision.judged,
+                "judged": not decision.skip_reason,
                 "skip_reason": decision.skip_reason,
                 "violations": paths[:MAX_LOGGED_VIOLATIONS],
                 "violations_total": decision.violation_count,
@@ -96,14 +97,6 @@ def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: 
             }
         },
     )
-
-
-def _decision_label(decision: Decision) -> str:
-    if not decision.judged:
-        return "skipped"
-    if not decision.violations:
-        return "allowed"
-    return {"enforce": "denied", "warn": "warned", "audit": "audited"}[decision.mode]
 
 
 def _peek_uid(body: object) -> str | None:
@@ -161,7 +154,7 @@ def validate() -> Response:
             return _refuse(400, "BadRequest", "request body is not valid JSON")
         uid = _peek_uid(body)
         try:
-            answer, decision = review(body, _settings())
+            answer, decision = answer_review(body, _settings())
         except MalformedReview as error:
             return _refuse(400, "BadRequest", error.reason, error.uid or uid)
         duration = time.perf_counter() - started
@@ -177,10 +170,10 @@ def validate() -> Response:
             "user": user.get("username", ""),
             "dry_run": bool(req.get("dryRun")),
         }
-        metrics.requests.labels(operation=operation, decision=_decision_label(decision)).inc()
+        metrics.requests.labels(operation=operation, decision=decision.outcome).inc()
         metrics.duration.labels(operation=operation).observe(duration)
         for violation in decision.violations[:MAX_COUNTED_VIOLATIONS]:
-            metrics.count_violation(violation.path)
+            metrics.count_violation(violation.segments)
         _log_decision(decision, fields, duration)
         return _json(answer)
     except HTTPException as error:  # 413 from the body limit, raised while reading

@@ -1,7 +1,8 @@
-"""Command line: ``serve``, ``check`` and ``certs`` (``python -m webhook`` / ``pod-replace-guard``).
+"""Command line: ``serve``, ``check``, ``certs``, ``policy`` (``python -m webhook``).
 
 Bad input exits 2 with one line on stderr and no traceback; ``check`` exits 0 when the
-update would be allowed and 1 when it would be denied.
+update would be allowed, 1 when it would be denied, and 3 when an offline check cannot
+tell (only fields the manifest omits differ, which the API server may default).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from webhook.review import MalformedReview
 from webhook.settings import ConfigError, cautions, load_settings
 
 PROG = "pod-replace-guard"
-EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 
 # Metadata the API server takes from the stored object when an update leaves it out
 # (rest.BeforeUpdate), so a manifest without them compares like the server sees it.
@@ -103,85 +104,160 @@ def fill_server_fields(live: dict[str, Any], manifest: dict[str, Any]) -> dict[s
     return filled
 
 
-def read_live_pod(
+# What an offline check cannot know, said in its output (README, "Will my kubectl
+# replace be accepted?").
+OFFLINE_CAVEAT = (
+    "offline: judged the manifest as written. The API server fills in defaults for "
+    "fields a manifest omits and applies its own pod validation (ValidatePodUpdate) "
+    "before any webhook; an offline check knows neither. --live asks the API server."
+)
+
+
+def _omitted(manifest: dict[str, Any], segments: tuple[str | int, ...]) -> bool:
+    """True when the manifest leaves a spec path out (or empty) at some level.
+
+    Only spec fields get API defaults; the metadata the API server fills in on update
+    is taken from the old pod (:func:`fill_server_fields`), so an omitted label or
+    finalizer is a real removal.
+    """
+    if not segments or segments[0] != "spec":
+        return False
+    node: Any = manifest
+    for segment in segments:
+        if isinstance(segment, int):
+            if not isinstance(node, list) or segment >= len(node):
+                return True
+        elif not isinstance(node, dict) or segment not in node:
+            return True
+        node = node[segment]
+    return node is None or node in ("", [], {})
+
+
+def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Offline: the webhook's verdict (enforce mode) on replacing ``old`` with ``new``.
+
+    A path the manifest omits is reported as such: the API server may default it
+    (``imagePullPolicy``, ``dnsPolicy``, ...), which only ``--live`` can tell. When
+    every violation is of that kind the verdict is "unknown", not "denied".
+    """
+    from webhook.policy import judge_update
+
+    decision = judge_update(old, fill_server_fields(old, new))
+    status = decision.response.get("status") or {}
+    violations = [
+        {"path": v.path, **({"omitted": True} if _omitted(new, v.segments) else {})}
+        for v in decision.violations
+    ]
+    known = [v for v in violations if not v.get("omitted")]
+    verdict = "allowed" if decision.allowed else ("denied" if known else "unknown")
+    return {
+        "allowed": decision.allowed,
+        "verdict": verdict,
+        "checked": "offline",
+        "violations": violations,
+        "message": status.get("message", "pod update allowed"),
+        "caveat": OFFLINE_CAVEAT,
+    }
+
+
+def check_live(
     manifest: dict[str, Any], kubeconfig: str | None, context: str | None
 ) -> dict[str, Any]:
-    """The pod the manifest names, read from the cluster of the kubeconfig."""
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
+    """Ask the API server: a dry-run replacement, then the replace rules on what it
+    would store. Works whether or not the webhook is installed."""
+    from webhook.live import WEBHOOK_NAME, Cluster, LiveError
+    from webhook.policy import judge_update
 
     metadata = manifest.get("metadata") or {}
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         raise UsageError("--live needs metadata.name in the --new manifest")
     try:
-        config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-        contexts, current = config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
-        chosen = context or current["name"]
-        context_namespace = next(
-            (entry["context"].get("namespace") for entry in contexts if entry["name"] == chosen),
-            None,
-        )
-        namespace = metadata.get("namespace") or context_namespace or "default"
-        response: Any = client.CoreV1Api().read_namespaced_pod(
-            name, namespace, _preload_content=False, _request_timeout=30
-        )
-        live: dict[str, Any] = json.loads(response.data)
-    except ConfigException as error:
-        raise UsageError(f"cannot load kubeconfig: {error}") from error
-    except ApiException as error:
-        raise UsageError(f"cannot read pod {name}: {error.status} {error.reason}") from error
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot reach the cluster: {type(error).__name__}") from error
-    return live
-
-
-def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The verdict of the webhook in enforce mode for replacing ``old`` with ``new``."""
-    from webhook.policy import judge
-
-    decision = judge("offline-check", old, new, "enforce")
-    status = decision.response.get("status") or {}
+        cluster = Cluster(kubeconfig, context)
+        namespace = str(metadata.get("namespace") or cluster.default_namespace)
+        live = cluster.read_pod(name, namespace)
+        answer = cluster.dry_run_replace(manifest, name, namespace)
+    except LiveError as error:
+        raise UsageError(str(error)) from error
+    verdict: dict[str, Any] = {"checked": "live", "namespace": namespace, "name": name}
+    if answer.stored is None:
+        ours = answer.refused_by == "admission-webhook" and answer.refuser == WEBHOOK_NAME
+        layer = "replace-rules" if ours else answer.refused_by
+        return {
+            **verdict,
+            "allowed": False,
+            "verdict": "denied",
+            "layer": layer,
+            "refuser": answer.refuser,
+            "violations": [{"path": path} for path in answer.fields],
+        }
+    decision = judge_update(live, answer.stored)
     return {
+        **verdict,
         "allowed": decision.allowed,
+        "verdict": "allowed" if decision.allowed else "denied",
+        "layer": "" if decision.allowed else "replace-rules",
+        "refuser": "",
         "violations": [{"path": path} for path in decision.violation_paths],
-        "message": status.get("message", "pod update allowed"),
     }
+
+
+_LAYERS = {
+    "api-server": "the API server's own pod validation (it runs before any webhook)",
+    "replace-rules": "the replace rules",
+    "admission-webhook": "another admission webhook",
+    "admission-policy": "a ValidatingAdmissionPolicy",
+}
 
 
 def _print_verdict(verdict: dict[str, Any], output: str, out: IO[str]) -> None:
     if output == "json":
         out.write(json.dumps(verdict) + "\n")
         return
-    if verdict["allowed"]:
-        out.write("allowed: the update changes only fields that may be updated\n")
-        return
-    out.write("denied: these fields may not be changed:\n")
-    for violation in verdict["violations"]:
-        out.write(f"  {violation['path']}\n")
-    out.write(verdict["message"].split(". ", 1)[-1] + "\n")
+    live = verdict["checked"] == "live"
+    if verdict["verdict"] == "allowed":
+        if live:
+            out.write("allowed: the API server accepts it and only updatable fields change\n")
+        else:
+            out.write("allowed: the update changes only fields that may be updated\n")
+    else:
+        if live:
+            refuser = f" ({verdict['refuser']})" if verdict.get("refuser") else ""
+            out.write(f"denied by {_LAYERS[verdict['layer']]}{refuser}")
+            out.write(", naming these fields:\n" if verdict["violations"] else "\n")
+        elif verdict["verdict"] == "unknown":
+            out.write("unknown offline: only fields the manifest omits differ:\n")
+        else:
+            out.write("denied: these fields may not be changed:\n")
+        for violation in verdict["violations"]:
+            note = " (omitted in the manifest: the API server may default it)"
+            out.write(f"  {violation['path']}{note if violation.get('omitted') else ''}\n")
+        if not live:
+            out.write(verdict["message"].split(". ", 1)[-1] + "\n")
+    if not live:
+        out.write(verdict["caveat"] + "\n")
+
+
+EXIT_BY_VERDICT = {"allowed": EXIT_ALLOWED, "denied": EXIT_DENIED, "unknown": EXIT_UNKNOWN}
 
 
 def _cmd_check(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
     if args.live and args.old:
         raise UsageError("--live reads the old object from the cluster; do not also pass --old")
     if not args.live and not args.old:
-        raise UsageError("--old is required (or --live to read it from the cluster)")
+        raise UsageError("--old is required (or --live to ask the cluster)")
     if args.old == "-" and args.new == "-":
         raise UsageError("only one of --old and --new can be stdin")
     new = load_pod(args.new, stdin)
-    if args.live:
-        old = read_live_pod(new, args.kubeconfig, args.context)
-        new = fill_server_fields(old, new)
-    else:
-        old = load_pod(args.old, stdin)
     try:
-        verdict = check(old, new)
+        if args.live:
+            verdict = check_live(new, args.kubeconfig, args.context)
+        else:
+            verdict = check(load_pod(args.old, stdin), new)
     except MalformedReview as error:
         raise UsageError(error.reason) from error
     _print_verdict(verdict, args.output, out)
-    return EXIT_ALLOWED if verdict["allowed"] else EXIT_DENIED
+    return EXIT_BY_VERDICT[verdict["verdict"]]
 
 
 def _cmd_certs(args: argparse.Namespace, out: IO[str]) -> int:
@@ -219,7 +295,7 @@ def _cmd_client_cert(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from webhook.observe import configure_logging
+    from webhook.logs import configure_logging
 
     settings = load_settings(
         config_file=args.config,
@@ -251,10 +327,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "no certificate found: generated a development CA and serving certificate",
             extra={"event": "dev-certificates", "cert_dir": str(issued.out_dir)},
         )
-    from webhook.serving import prepare_metrics_dir
+    from webhook.gunicorn_app import prepare_metrics_dir, run_gunicorn
 
     prepare_metrics_dir()
-    from webhook.serving import run_gunicorn
 
     log.info(
         "starting pod-replace-guard",
@@ -267,6 +342,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     run_gunicorn(settings)
     return 0
+
+
+def _cmd_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+    from webhook.policy_command import run_policy
+
+    return run_policy(args, stdin, out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,14 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-min-version", help="1.2 or 1.3 (PRG_TLS_MIN_VERSION)")
 
     check_cmd = commands.add_parser(
-        "check", help="judge replacing OLD with NEW offline (enforce mode)"
+        "check",
+        help="judge replacing OLD with NEW (enforce mode): offline, or --live with the API server",
     )
     check_cmd.add_argument("--old", help="the current pod (JSON or YAML file, - for stdin)")
     check_cmd.add_argument(
         "--new", required=True, help="the replacement (JSON or YAML file, - for stdin)"
     )
     check_cmd.add_argument(
-        "--live", action="store_true", help="read the current pod from the cluster"
+        "--live",
+        action="store_true",
+        help="ask the cluster: a server-side dry-run replacement, judged against the live pod",
     )
     check_cmd.add_argument(
         "--kubeconfig", help="kubeconfig for --live (default: $KUBECONFIG, ~/.kube/config)"
@@ -326,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--out", required=True, help="output directory")
     client.add_argument("--name", default="kube-apiserver", help="the certificate's common name")
     client.add_argument("--days", type=float, default=365, help="validity (days)")
+
+    from webhook.policy_command import add_parser
+
+    add_parser(commands)
     return parser
 
 
@@ -342,6 +430,8 @@ def main(
             return _cmd_certs(args, out)
         if args.command == "client-cert":
             return _cmd_client_cert(args, out)
+        if args.command == "policy":
+            return _cmd_policy(args, stdin, out)
         return _cmd_serve(args)
     except (UsageError, ConfigError) as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")

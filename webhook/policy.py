@@ -1,7 +1,9 @@
-"""Admission decisions: which requests are judged, exemptions, and modes.
+"""Admission decisions: which requests are judged, exemptions, modes and answers.
 
-Pure: takes a parsed request and the settings, returns a :class:`Decision`. The
-server, the ``check`` command and the tests call the same :func:`decide`.
+Pure (no Flask, no I/O). Two entry points: the server calls :func:`answer_review`
+with a decoded AdmissionReview; the ``check`` command calls :func:`judge_update` with
+two pods (it knows no requester, so no exemptions apply). Both end in the same rules
+(:func:`webhook.rules.find_violations_bounded`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ MAX_PATHS_IN_MESSAGE: Final = 200
 # rest are only counted.
 MAX_KEPT_VIOLATIONS: Final = 1000
 WARNING_PREFIX: Final = "pod-replace-guard: "
+# The API server copies these into its audit log as "<webhook name>/<key>"; the path
+# list is bounded like the log line (app.MAX_LOGGED_VIOLATIONS), the count is exact.
+AUDIT_ANNOTATION_PATHS: Final = 50
+AUDIT_VIOLATIONS: Final = "violations"
+AUDIT_VIOLATIONS_TOTAL: Final = "violations-total"
+AUDIT_DECISION: Final = "decision"
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class Decision:
     uid: str
     allowed: bool
     mode: Mode
-    judged: bool
+    # Why the request was allowed without being judged ("" when it was judged).
     skip_reason: str
     violations: tuple[Violation, ...]
     response: AdmissionResponse
@@ -56,6 +64,22 @@ class Decision:
     def violation_paths(self) -> list[str]:
         return [violation.path for violation in self.violations]
 
+    @property
+    def outcome(self) -> str:
+        """skipped, allowed, denied, warned or audited (a metric label and a log field)."""
+        if self.skip_reason:
+            return "skipped"
+        if not self.violation_count:
+            return "allowed"
+        return _OUTCOME_BY_MODE[self.mode]
+
+
+_OUTCOME_BY_MODE: Final[dict[Mode, str]] = {
+    "enforce": "denied",
+    "warn": "warned",
+    "audit": "audited",
+}
+
 
 def _skip_reason(request: AdmissionRequest, settings: Settings) -> str:
     """Why a request is allowed without evaluation, or "" when it is judged."""
@@ -64,7 +88,8 @@ def _skip_reason(request: AdmissionRequest, settings: Settings) -> str:
         return "operation"
     if (resource.get("group") or "") != "" or resource.get("resource") != "pods":
         return "resource"
-    if request.get("subResource"):
+    sub_resource = request.get("subResource")
+    if sub_resource and sub_resource not in settings.judged_subresources:
         return "subresource"
     if request.get("namespace", "") in settings.judged_namespaces_excluded:
         return "exempt-namespace"
@@ -98,37 +123,60 @@ def _warning(violation: Violation) -> str:
     return text[: MAX_WARNING_LENGTH - 3] + "..."
 
 
-def decide(request: AdmissionRequest, settings: Settings) -> Decision:
-    """Judge one parsed AdmissionRequest (see :func:`webhook.review.parse_review`)."""
-    uid = request["uid"]
-    skip = _skip_reason(request, settings)
-    if skip:
-        return Decision(uid, True, settings.mode, False, skip, (), allowed_response(uid))
-    return judge(uid, request.get("oldObject") or {}, request.get("object") or {}, settings.mode)
+def _audit_annotations(
+    decision: str, violations: tuple[Violation, ...], total: int
+) -> dict[str, str]:
+    """What the API server's audit log records for a request with violations."""
+    paths = [violation.path for violation in violations[:AUDIT_ANNOTATION_PATHS]]
+    return {
+        AUDIT_DECISION: decision,
+        AUDIT_VIOLATIONS: ", ".join(paths),
+        AUDIT_VIOLATIONS_TOTAL: str(total),
+    }
 
 
-def judge(uid: str, old: dict[str, Any], new: dict[str, Any], mode: Mode) -> Decision:
-    """Apply the replace rules to one pod update, in the given mode.
-
-    The offline ``check`` command calls this directly: exemptions depend on who
-    sends a request, which an offline check does not know.
-    """
+def _judge(uid: str, old: dict[str, Any], new: dict[str, Any], mode: Mode) -> Decision:
     try:
         found, count = find_violations_bounded(old, new, MAX_KEPT_VIOLATIONS)
     except NestingTooDeep as error:
         raise MalformedReview(str(error), uid) from error
     violations = tuple(found)
     if not count:
-        return Decision(uid, True, mode, True, "", (), allowed_response(uid))
+        return Decision(uid, True, mode, "", (), allowed_response(uid))
+    audit = _audit_annotations(_OUTCOME_BY_MODE[mode], violations, count)
     if mode == "enforce":
-        response = denied_response(uid, denial_message(violations, count))
-        return Decision(uid, False, mode, True, "", violations, response, count)
+        paths = [violation.path for violation in violations[:MAX_PATHS_IN_MESSAGE]]
+        response = denied_response(uid, denial_message(violations, count), forbidden_fields=paths)
+        response["auditAnnotations"] = audit
+        return Decision(uid, False, mode, "", violations, response, count)
     warnings = [_warning(v) for v in violations[:MAX_WARNINGS]] if mode == "warn" else None
-    return Decision(uid, True, mode, True, "", violations, allowed_response(uid, warnings), count)
+    response = allowed_response(uid, warnings)
+    response["auditAnnotations"] = audit
+    return Decision(uid, True, mode, "", violations, response, count)
 
 
-def review(body: object, settings: Settings) -> tuple[AdmissionReview, Decision]:
-    """Decoded JSON in, AdmissionReview out. Raises only MalformedReview."""
+def answer_review(body: object, settings: Settings) -> tuple[AdmissionReview, Decision]:
+    """The server's entry point: a decoded AdmissionReview in, the answer out.
+
+    Raises only MalformedReview (the server's HTTP 400).
+    """
     api_version, request = parse_review(body)
-    decision = decide(request, settings)
+    uid = request["uid"]
+    skip = _skip_reason(request, settings)
+    if skip:
+        decision = Decision(uid, True, settings.mode, skip, (), allowed_response(uid))
+    else:
+        old, new = request.get("oldObject") or {}, request.get("object") or {}
+        decision = _judge(uid, old, new, settings.mode)
     return review_envelope(api_version, decision.response), decision
+
+
+def judge_update(
+    old: dict[str, Any], new: dict[str, Any], mode: Mode = "enforce", uid: str = "check"
+) -> Decision:
+    """The ``check`` command's entry point: the rules on one pod update, in ``mode``.
+
+    Exemptions depend on who sends a request, which a check does not know, so none
+    apply. Raises MalformedReview for objects nested deeper than any pod.
+    """
+    return _judge(uid, old, new, mode)

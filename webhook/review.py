@@ -63,10 +63,21 @@ class AdmissionRequest(TypedDict):
     options: NotRequired[dict[str, Any] | None]
 
 
+class StatusCause(TypedDict):
+    type: str
+    field: str
+    message: str
+
+
+class StatusDetails(TypedDict, total=False):
+    causes: list[StatusCause]
+
+
 class Status(TypedDict, total=False):
     code: int
     reason: str
     message: str
+    details: StatusDetails
 
 
 class AdmissionResponse(TypedDict):
@@ -74,6 +85,7 @@ class AdmissionResponse(TypedDict):
     allowed: bool
     status: NotRequired[Status]
     warnings: NotRequired[list[str]]
+    auditAnnotations: NotRequired[dict[str, str]]
 
 
 class AdmissionReview(TypedDict):
@@ -170,13 +182,23 @@ def allowed_response(uid: str, warnings: list[str] | None = None) -> AdmissionRe
 
 
 def denied_response(
-    uid: str, message: str, code: int = 403, reason: str = "Forbidden"
+    uid: str,
+    message: str,
+    code: int = 403,
+    reason: str = "Forbidden",
+    forbidden_fields: list[str] | None = None,
 ) -> AdmissionResponse:
-    return {
-        "uid": uid,
-        "allowed": False,
-        "status": {"code": code, "reason": reason, "message": message},
-    }
+    """A denial; ``forbidden_fields`` become the Status's causes, which the API server
+    passes on to its client (``check --live`` reads them), one per path."""
+    status: Status = {"code": code, "reason": reason, "message": message}
+    if forbidden_fields:
+        status["details"] = {
+            "causes": [
+                {"type": "FieldValueForbidden", "field": path, "message": "may not be changed"}
+                for path in forbidden_fields
+            ]
+        }
+    return {"uid": uid, "allowed": False, "status": status}
 
 
 def review_envelope(api_version: str, response: AdmissionResponse) -> AdmissionReview:

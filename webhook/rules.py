@@ -10,10 +10,12 @@ on every write, which are therefore never the user's change.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final
 
 UPDATABLE_PATHS: Final[tuple[str, ...]] = (
@@ -44,33 +46,49 @@ SERVER_MANAGED_PATHS: Final[tuple[str, ...]] = (
 )
 
 FINALIZERS_PATH: Final = "metadata.finalizers"
+_FINALIZERS: Final = tuple(FINALIZERS_PATH.split("."))
 
 # A pod nests ~10 levels deep; anything far deeper is hostile input, and Python's
 # recursion limit must never be the one to notice.
 MAX_DEPTH: Final = 100
 
 WILDCARD: Final = "[*]"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _SEGMENT = re.compile(r"\[\*\]|[^.\[]+")
+
+# A path as found: map keys (str) and list indexes (int), rendered once by
+# :func:`render_path`, so nothing downstream parses a rendered path again.
+PathSegments = tuple[str | int, ...]
 
 
 class NestingTooDeep(ValueError):
     """The object nests deeper than any pod can; raised instead of RecursionError."""
 
 
+def render_path(segments: PathSegments) -> str:
+    """``spec.containers[0].env``; a key that is not an identifier is quoted as a JSON
+    string, ``metadata.annotations["example.com/a.b"]``, so every path renders uniquely
+    (the keys ``a\\`` and ``a"`` become ``["a\\\\"]`` and ``["a\\""]``)."""
+    parts: list[str] = []
+    for segment in segments:
+        if isinstance(segment, int):
+            parts.append(f"[{segment}]")
+        elif IDENTIFIER.match(segment):
+            parts.append("." + segment if parts else segment)
+        else:
+            parts.append("[" + json.dumps(segment, ensure_ascii=False) + "]")
+    return "".join(parts)
+
+
 @dataclass(frozen=True)
 class Violation:
     """One changed path that no rule allows. Holds a path, never a value."""
 
-    path: str
+    segments: PathSegments
 
-    @property
-    def rule_path(self) -> str:
-        """The path with list indexes collapsed, e.g. ``spec.containers[*].env``."""
-        return _INDEX.sub("[*]", self.path)
-
-
-_INDEX = re.compile(r"\[\d+\]")
+    @cached_property
+    def path(self) -> str:
+        return render_path(self.segments)
 
 
 @dataclass
@@ -114,19 +132,9 @@ def _is_empty(value: object) -> bool:
     return value is None or value == "" or (isinstance(value, dict | list) and not value)
 
 
-def _key_segment(key: object) -> str:
-    text = str(key)
-    return text if _IDENTIFIER.match(text) else '["' + text.replace('"', '\\"') + '"]'
-
-
-def _join(prefix: str, key: object) -> str:
-    segment = _key_segment(key)
-    if not prefix:
-        return segment
-    return prefix + segment if segment.startswith("[") else prefix + "." + segment
-
-
-def _diff(old: object, new: object, node: _Node, path: str, depth: int, out: _Paths) -> None:
+def _diff(
+    old: object, new: object, node: _Node, path: PathSegments, depth: int, out: _Paths
+) -> None:
     if node.terminal:
         return
     if depth > MAX_DEPTH:
@@ -151,7 +159,7 @@ def _diff(old: object, new: object, node: _Node, path: str, depth: int, out: _Pa
         for index, (old_item, new_item) in enumerate(zip(old_list, new_list, strict=True)):
             if old_item is new_item or old_item == new_item:
                 continue
-            _diff(old_item, new_item, child, f"{path}[{index}]", depth + 1, out)
+            _diff(old_item, new_item, child, (*path, index), depth + 1, out)
         return
     # Scalars compare by JSON value with Python's equality (1 == 1.0); the API server
     # decodes into typed Go structs before calling webhooks, so true-versus-1 never
@@ -164,7 +172,7 @@ def _diff_maps(
     old: Mapping[Any, Any],
     new: Mapping[Any, Any],
     node: _Node,
-    path: str,
+    path: PathSegments,
     depth: int,
     out: _Paths,
 ) -> None:
@@ -178,7 +186,7 @@ def _diff_maps(
         if old_value is new_value or old_value == new_value:
             continue
         child = node.children.get(str(key), _LEAF)
-        _diff(old_value, new_value, child, _join(path, key), depth + 1, out)
+        _diff(old_value, new_value, child, (*path, str(key)), depth + 1, out)
 
 
 def _finalizers_only_removed(old: Mapping[str, object], new: Mapping[str, object]) -> bool:
@@ -218,11 +226,11 @@ class _Paths:
     __slots__ = ("kept", "limit", "total")
 
     def __init__(self, limit: int | None) -> None:
-        self.kept: list[str] = []
+        self.kept: list[PathSegments] = []
         self.limit = limit
         self.total = 0
 
-    def append(self, path: str) -> None:
+    def append(self, path: PathSegments) -> None:
         self.total += 1
         if self.limit is None or len(self.kept) < self.limit:
             self.kept.append(path)
@@ -250,14 +258,14 @@ def find_violations_bounded(
     and how many there are in all."""
     paths = _Paths(limit)
     try:
-        _diff_maps(old, new, _RULES, "", 0, paths)
+        _diff_maps(old, new, _RULES, (), 0, paths)
     except RecursionError as error:  # a C-level comparison of a hostile object
         raise NestingTooDeep(f"object nests deeper than {MAX_DEPTH} levels") from error
     kept, total = paths.kept, paths.total
     if is_being_deleted(old) and _finalizers_only_removed(old, new):
-        allowed = [p for p in kept if p == FINALIZERS_PATH or p.startswith(FINALIZERS_PATH + "[")]
-        kept = [p for p in kept if p not in allowed]
-        total -= len(allowed)
+        removed_only = [p for p in kept if p[:2] == _FINALIZERS]
+        kept = [p for p in kept if p[:2] != _FINALIZERS]
+        total -= len(removed_only)
     return [Violation(path) for path in kept], total
 
 

@@ -20,10 +20,16 @@ ENV_PREFIX: Final = "PRG_"
 Mode = Literal["enforce", "warn", "audit"]
 MODES: Final[tuple[Mode, ...]] = ("enforce", "warn", "audit")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Pod subresources that change spec fields through their own APIs. Not judged by
+# default: `kubectl debug` adds ephemeral containers and in-place resize changes
+# resources, both by design of those APIs, not of the replace API.
+JUDGEABLE_SUBRESOURCES: Final = ("ephemeralcontainers", "resize")
 TLS_VERSIONS: Final = ("1.2", "1.3")
 # The API server's webhook client closes connections idle this long (Go's
 # http.Transport IdleConnTimeout, set by client-go's transport defaults).
 API_SERVER_IDLE_TIMEOUT_SECONDS: Final = 90
+# prometheus_client's multiprocess directory (gunicorn's workers share it).
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ConfigError(ValueError):
@@ -54,6 +60,7 @@ class Settings:
     exempt_groups: tuple[str, ...] = ()
     exempt_namespaces: tuple[str, ...] = ("kube-system",)
     namespace: str = "pod-replace-guard"
+    judged_subresources: tuple[str, ...] = ()
     # HTTP
     max_body_bytes: int = 7 * 1024 * 1024
     log_level: str = "INFO"
@@ -141,6 +148,17 @@ def _one_of(
     return parse
 
 
+def _subset_of(choices: tuple[str, ...]) -> Callable[[str, object], tuple[str, ...]]:
+    def parse(key: str, value: object) -> tuple[str, ...]:
+        items = _as_list(key, value)
+        unknown = [item for item in items if item not in choices]
+        if unknown:
+            raise ConfigError(f"{key}: each item must be one of {', '.join(choices)}")
+        return tuple(dict.fromkeys(items))
+
+    return parse
+
+
 def _name(key: str, value: object) -> str:
     text = _as_str(key, value).strip()
     if not text:
@@ -173,6 +191,7 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "exempt_groups": ("exemptGroups", _as_list),
     "exempt_namespaces": ("exemptNamespaces", _as_list),
     "namespace": ("namespace", _name),
+    "judged_subresources": ("judgedSubresources", _subset_of(JUDGEABLE_SUBRESOURCES)),
     "max_body_bytes": ("maxBodyBytes", _as_number(int, 1024, 64 * 1024 * 1024)),
     "log_level": ("logLevel", _one_of(LOG_LEVELS, str.upper)),
     "bind": ("bind", _bind),

@@ -80,9 +80,6 @@ LOGGED_REFUSALS: Final = 10
 # How long a connection whose client sent its close_notify waits for the client's FIN.
 CLOSE_LINGER_SECONDS: Final = 1.0
 
-# Set in a worker when it starts draining (SIGTERM); /readyz reports it.
-draining = threading.Event()
-
 
 class Phase(Enum):
     HANDSHAKE = "handshake"  # TLS handshake in progress
@@ -229,9 +226,11 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The Settings the application carries (webhook/serving.py); the defaults, and
-        # TLS on every listener, when gunicorn runs the worker for another application.
+        # What webhook.gunicorn_app.WebhookApplication carries: the Settings, a TLS
+        # context per connection and a draining flag that /readyz reports. Another
+        # gunicorn application gets the defaults, gunicorn's TLS context and its own flag.
         carried: Settings | None = getattr(self.app, "settings", None)
+        self.draining: threading.Event = getattr(self.app, "draining", None) or threading.Event()
         settings = carried or Settings()
         self.handshake_timeout = settings.handshake_timeout
         self.request_timeout = settings.request_timeout
@@ -268,7 +267,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
 
         # Draining: keep accepting and answering (with Connection: close) until every
         # connection is gone or the graceful timeout ends.
-        draining.set()
+        self.draining.set()
         ends = time.monotonic() + self.cfg.graceful_timeout
         for conn in list(self.connections):
             if conn.phase is Phase.IDLE:
@@ -287,7 +286,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             listener.close()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        draining.set()
+        self.draining.set()
         super().handle_exit(sig, frame)
 
     def _wait_seconds(self) -> float:
@@ -323,7 +322,8 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         sock.setblocking(False)
         if tls:
             try:
-                context = gunicorn_sock.ssl_context(self.cfg)
+                source = getattr(self.app, "tls_context", None)
+                context = source() if source else gunicorn_sock.ssl_context(self.cfg)
                 sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             except (OSError, ssl.SSLError, ValueError):
                 util.close(sock)

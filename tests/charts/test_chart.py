@@ -90,6 +90,7 @@ ALL_SETTINGS: Doc = {
     "exemptGroups": ["platform-admins", "system:masters"],
     "exemptNamespaces": ["kube-system", "tools"],
     "logLevel": "DEBUG",
+    "judgedSubresources": ["ephemeralcontainers", "resize"],
     "maxBodyBytes": 1048576,
     "tlsMinVersion": "1.3",
     "workers": 4,
@@ -120,12 +121,14 @@ def check_all_settings(docs: list[Doc]) -> None:
     assert settings.exempt_groups == ("platform-admins", "system:masters")
     assert settings.exempt_namespaces == ("kube-system", "tools")
     assert settings.namespace == "guard"
+    assert settings.judged_subresources == ("ephemeralcontainers", "resize")
     assert (settings.max_body_bytes, settings.tls_min_version) == (1048576, "1.3")
     assert (settings.workers, settings.threads, settings.keepalive) == (4, 16, 60)
     assert (settings.graceful_timeout, settings.cert_reload_seconds) == (15, 2.5)
     assert (settings.handshake_timeout, settings.request_timeout) == (3.0, 8.0)
     assert (settings.max_connections, settings.inflight_bytes) == (512, 16777216)
     entry = webhook_entry(docs)
+    assert entry["rules"][0]["resources"] == ["pods", "pods/ephemeralcontainers", "pods/resize"]
     # The API server skips the same identities and namespaces as the webhook.
     conditions = {c["name"]: c["expression"] for c in entry["matchConditions"]}
     assert "'system:serviceaccount:tools:operator'" in conditions["not-exempt-user"]
@@ -349,6 +352,10 @@ BAD_VALUES: dict[str, tuple[Doc, str]] = {
     ),
     "client auth without a CA": ({"clientAuth": {"enabled": True}}, "/clientAuth/caCertificate"),
     "network policy without CIDRs": ({"networkPolicy": {"enabled": True}}, "/networkPolicy/cidrs"),
+    "unknown subresource": (
+        {"settings": {"judgedSubresources": ["status"]}},
+        "/settings/judgedSubresources/0",
+    ),
     "pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     "digest": ({"image": {"digest": "latest"}}, "/image/digest"),
 }

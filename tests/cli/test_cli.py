@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.support.reviews import EXAMPLE_POD_FILE, example_pod
+from webhook.cli import OFFLINE_CAVEAT
 
 PROG = "pod-replace-guard"
 SECRET = "s3cr3t-DO-NOT-PRINT-cli-93ab"
@@ -90,7 +91,9 @@ def changed(tmp_path: Path, name: str = "new.json", **edits: Any) -> str:
 def test_unchanged_pod_is_allowed(old_file: str) -> None:
     result = run("check", "--old", old_file, "--new", old_file)
     assert result.returncode == 0
-    assert result.stdout == "allowed: the update changes only fields that may be updated\n"
+    assert result.stdout == (
+        "allowed: the update changes only fields that may be updated\n" + OFFLINE_CAVEAT + "\n"
+    )
     assert result.stderr == ""
 
 
@@ -110,7 +113,52 @@ def test_frozen_change_is_denied_with_exit_1(tmp_path: Path, old_file: str) -> N
     assert lines[0] == "denied: these fields may not be changed:"
     assert lines[1:3] == ["  spec.containers[0].env[0].value", "  spec.nodeName"]
     assert lines[3].startswith("Only these fields may be updated: metadata.selfLink")
+    assert lines[4] == OFFLINE_CAVEAT
     assert SECRET not in result.stdout
+
+
+def test_fields_the_manifest_omits_make_the_offline_verdict_unknown(
+    tmp_path: Path, old_file: str
+) -> None:
+    """A hand-written manifest leaves out what the API server defaults: offline, the
+    check says it cannot tell (exit 3) rather than claiming a denial."""
+    pod = json.loads(Path(old_file).read_text())
+    pod["spec"]["containers"][0]["image"] = "beego:v2"
+    pod["spec"].pop("dnsPolicy", None)
+    pod["spec"]["dnsPolicy"] = None
+    pod["spec"]["containers"][0].pop("imagePullPolicy", None)
+    old = json.loads(Path(old_file).read_text())
+    old["spec"]["dnsPolicy"] = "ClusterFirst"
+    old["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    result = run(
+        "check", "--old", write_json(tmp_path / "live.json", old),
+        "--new", write_json(tmp_path / "manifest.json", pod), "-o", "json",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "unknown"
+    assert verdict["violations"] == [
+        {"path": "spec.containers[0].imagePullPolicy", "omitted": True},
+        {"path": "spec.dnsPolicy", "omitted": True},
+    ]
+
+
+def test_an_omitted_field_beside_a_real_change_is_still_denied(
+    tmp_path: Path, old_file: str
+) -> None:
+    old = json.loads(Path(old_file).read_text())
+    old["spec"]["dnsPolicy"] = "ClusterFirst"
+    new = json.loads(Path(old_file).read_text())
+    new["spec"].pop("dnsPolicy", None)
+    new["spec"]["nodeName"] = "node-2"
+    result = run(
+        "check", "--old", write_json(tmp_path / "live.json", old),
+        "--new", write_json(tmp_path / "manifest.json", new),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "  spec.dnsPolicy (omitted in the manifest: the API server may default it)" in (
+        result.stdout.splitlines()
+    )
 
 
 def test_json_output_when_allowed(tmp_path: Path, old_file: str) -> None:
@@ -119,8 +167,11 @@ def test_json_output_when_allowed(tmp_path: Path, old_file: str) -> None:
     assert result.stdout.count("\n") == 1
     assert json.loads(result.stdout) == {
         "allowed": True,
+        "verdict": "allowed",
+        "checked": "offline",
         "violations": [],
         "message": "pod update allowed",
+        "caveat": OFFLINE_CAVEAT,
     }
 
 
@@ -130,7 +181,8 @@ def test_json_output_when_denied(tmp_path: Path, old_file: str) -> None:
     assert result.returncode == 1, result.stdout
     assert result.stdout.count("\n") == 1
     verdict = json.loads(result.stdout)
-    assert set(verdict) == {"allowed", "violations", "message"}
+    assert set(verdict) == {"allowed", "verdict", "checked", "violations", "message", "caveat"}
+    assert verdict["verdict"] == "denied"
     assert verdict["allowed"] is False
     assert verdict["violations"] == [
         {"path": "spec.containers[0].env[0].value"},

@@ -53,16 +53,6 @@ def find_kubectl() -> str | None:
     return str(built[-1]) if built else None
 
 
-@pytest.fixture(scope="session")
-def kubectl() -> str:
-    path = find_kubectl()
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("kubectl is required to render deploy/ in CI (not on PATH, no $KUBECTL)")
-        pytest.skip("kubectl not found (not on PATH, no $KUBECTL): cannot render deploy/")
-    return path
-
-
 def render(kubectl: str, directory: str) -> list[Doc]:
     result = subprocess.run(
         [kubectl, "kustomize", str(REPO / directory)],
@@ -684,3 +674,27 @@ def test_install_render_with_network_policy_cidrs(install_render: InstallRender)
 def test_install_refuses_a_malformed_cidr(install_render: InstallRender) -> None:
     with pytest.raises(AssertionError, match="NETWORK_POLICY_CIDRS"):
         install_render(NETWORK_POLICY_CIDRS="172.18.0.0/16,not-a-cidr")
+
+
+def test_install_render_judging_subresources(install_render: InstallRender) -> None:
+    installed, _ = install_render(JUDGE_SUBRESOURCES="1")
+    webhook = find(installed, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
+    assert webhook["rules"][0]["resources"] == ["pods", "pods/ephemeralcontainers", "pods/resize"]
+    settings = deployed_settings(installed)
+    assert settings.judged_subresources == ("ephemeralcontainers", "resize")
+    # The webhook still never judges status: the API server does not send it either.
+    assert not any("status" in r for r in webhook["rules"][0]["resources"])
+
+
+def test_subresources_are_not_judged_by_default(docs: list[Doc]) -> None:
+    webhook = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
+    assert webhook["rules"][0]["resources"] == ["pods"]
+    assert deployed_settings(docs).judged_subresources == ()
+
+
+def test_check_live_knows_the_webhooks_name(docs: list[Doc]) -> None:
+    # check --live tells our denials from other webhooks' by this name.
+    from webhook.live import WEBHOOK_NAME
+
+    webhook = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
+    assert webhook["name"] == WEBHOOK_NAME

@@ -202,6 +202,8 @@ class ControlPlane:
     local: bool
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_dir: Path | None = None
+    # The API server's audit log (JSON lines), on the local control plane only.
+    audit_log: Path | None = None
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
@@ -250,6 +252,30 @@ def _wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25)
     raise TimeoutError(f"{what} not ready within {timeout}s (last error: {last_error})")
 
 
+# Pod writes at Metadata level: enough for admission webhooks' audit annotations, which
+# the API server records on the event of the request they judged.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    verbs: ["update", "patch"]
+    resources:
+      - group: ""
+        resources: ["pods"]
+  - level: None
+"""
+
+
+def audit_events(plane: ControlPlane) -> list[dict[str, Any]]:
+    """The API server's audit events so far (local control plane only)."""
+    if plane.audit_log is None or not plane.audit_log.exists():
+        return []
+    lines = plane.audit_log.read_text(errors="replace").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 @contextlib.contextmanager
 def local_control_plane(work_dir: Path, version: str | None = None) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver on loopback; torn down on exit, even on failure."""
@@ -259,7 +285,15 @@ def local_control_plane(work_dir: Path, version: str | None = None) -> Iterator[
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     logs = work_dir / "logs"
     logs.mkdir(exist_ok=True)
-    plane = ControlPlane(work_dir / "kubeconfig", bin_dir / "kubectl", local=True, log_dir=logs)
+    plane = ControlPlane(
+        work_dir / "kubeconfig",
+        bin_dir / "kubectl",
+        local=True,
+        log_dir=logs,
+        audit_log=logs / "audit.log",
+    )
+    audit_policy = work_dir / "audit-policy.yaml"
+    audit_policy.write_text(AUDIT_POLICY)
     try:
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         plane.processes.append(
@@ -298,6 +332,11 @@ def local_control_plane(work_dir: Path, version: str | None = None) -> Iterator[
                     "--endpoint-reconciler-type=none",
                     "--profiling=false",
                     f"--cert-dir={work_dir / 'apiserver-certs'}",
+                    f"--audit-policy-file={audit_policy}",
+                    f"--audit-log-path={plane.audit_log}",
+                    "--audit-log-format=json",
+                    # Written as events happen, so a test reads them right away.
+                    "--audit-log-mode=blocking",
                     "--v=1",
                 ],
                 logs / "kube-apiserver.log",
@@ -367,11 +406,12 @@ def install_webhook(
     ca_bundle_b64: str,
     failure_policy: str = "Fail",
     timeout_seconds: int | None = None,
+    resources: list[str] | None = None,
 ) -> dict[str, Any]:
     """Apply deploy/'s ValidatingWebhookConfiguration with a url clientConfig.
 
     The url and caBundle are the only differences from the in-cluster install
-    (plus the failure policy and timeout when a test asks for them).
+    (plus the failure policy, timeout and resources when a test asks for them).
     """
     config = webhook_configuration(plane)
     for hook in config["webhooks"]:
@@ -379,6 +419,8 @@ def install_webhook(
         hook["failurePolicy"] = failure_policy
         if timeout_seconds is not None:
             hook["timeoutSeconds"] = timeout_seconds
+        if resources is not None:
+            hook["rules"][0]["resources"] = resources
     plane.apply(config)
     return config
 

@@ -121,7 +121,7 @@ class Webhook:
         self.running = False
 
     # -- local: a real serve process on loopback ---------------------------------
-    def start(self, mode: str = "enforce") -> None:
+    def start(self, mode: str = "enforce", env: dict[str, str] | None = None) -> None:
         self.running = True
         if not self.plane.local:
             self._set_cluster_mode(mode)
@@ -133,16 +133,27 @@ class Webhook:
         issued = write_certificates(cert_dir, "pod-replace-guard", WEBHOOK_NAMESPACE)
         self.ca_bundle = issued.ca_bundle
         self.server = start_server(
-            run_dir, workers=2, threads=4, generate_certs=False, env={"PRG_MODE": mode}
+            run_dir,
+            workers=2,
+            threads=4,
+            generate_certs=False,
+            env={"PRG_MODE": mode, **(env or {})},
         )
         self.url = f"{self.server.url}/validate"
         self.mode = mode
         self.install()
 
-    def install(self, timeout_seconds: int | None = None) -> None:
+    def install(
+        self, timeout_seconds: int | None = None, resources: list[str] | None = None
+    ) -> None:
         if self.plane.local:
             config = install_webhook(
-                self.plane, self.url, self.ca_bundle, self.failure_policy, timeout_seconds
+                self.plane,
+                self.url,
+                self.ca_bundle,
+                self.failure_policy,
+                timeout_seconds,
+                resources,
             )
         else:
             op = {

@@ -6,11 +6,13 @@ failurePolicy Fail before it ends.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster import ControlPlane
+from tests.e2e.cluster import ControlPlane, audit_events
 from tests.e2e.conftest import (
     WEBHOOK_NAMESPACE,
     Webhook,
@@ -101,3 +103,98 @@ def _json(obj: object) -> str:
     import json
 
     return json.dumps(obj)
+
+
+@pytest.mark.local_plane
+@pytest.mark.parametrize(("mode", "decision"), [("warn", "warned"), ("audit", "audited")])
+def test_violations_reach_the_api_servers_audit_log(
+    plane: ControlPlane, restore: Webhook, namespace: str, mode: str, decision: str
+) -> None:
+    """The webhook's auditAnnotations land on the API server's audit event of the
+    request it judged: paths and counts, never the values."""
+    name = f"audited-{mode}"
+    create_pod(plane, namespace, name)
+    restore.restart(mode)
+    marker = "s3cr3t-audit-value"
+    patch = {"metadata": {"finalizers": [f"example.com/{marker}"]}}
+    command = ["-n", namespace, "patch", "pod", name, "--type=merge", "-p"]
+    result = plane.kubectl(*command, _json(patch), check=False)
+    assert result.returncode == 0, result.stderr
+    annotations = _audit_annotations_for(plane, namespace, name, restore.name)
+    assert annotations[f"{restore.name}/decision"] == decision
+    assert annotations[f"{restore.name}/violations"] == "metadata.finalizers"
+    assert annotations[f"{restore.name}/violations-total"] == "1"
+    assert marker not in json.dumps(annotations)
+    plane.kubectl(*command, '{"metadata":{"finalizers":null}}')
+
+
+@pytest.mark.local_plane
+def test_a_denial_reaches_the_api_servers_audit_log(
+    plane: ControlPlane, webhook: Webhook, namespace: str
+) -> None:
+    create_pod(plane, namespace, "audited-deny")
+    result = plane.kubectl(
+        "-n", namespace, "patch", "pod", "audited-deny", "--type=merge",
+        "-p", FINALIZER_PATCH, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    annotations = _audit_annotations_for(plane, namespace, "audited-deny", webhook.name)
+    assert annotations[f"{webhook.name}/decision"] == "denied"
+    assert annotations[f"{webhook.name}/violations"] == "metadata.finalizers"
+
+
+def _audit_annotations_for(
+    plane: ControlPlane, namespace: str, name: str, webhook_name: str
+) -> dict[str, str]:
+    """The annotations of the latest audit event of a patch of this pod that carries the
+    webhook's annotations (the log is written as requests complete)."""
+    deadline = time.monotonic() + 15
+    while True:
+        for event in reversed(audit_events(plane)):
+            ref = event.get("objectRef") or {}
+            annotations: dict[str, str] = event.get("annotations") or {}
+            if (
+                ref.get("namespace") == namespace
+                and ref.get("name") == name
+                and event.get("verb") == "patch"
+                and f"{webhook_name}/decision" in annotations
+            ):
+                return annotations
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no audit event with {webhook_name}'s annotations for {name}")
+        time.sleep(0.5)
+
+
+SUBRESOURCES = ["pods", "pods/ephemeralcontainers", "pods/resize"]
+EPHEMERAL = {
+    "name": "debugger",
+    "image": "registry.k8s.io/pause:3.10.1",
+    "targetContainerName": "main",
+}
+
+
+@pytest.mark.local_plane
+def test_judging_subresources_is_opt_in_and_denies_kubectl_debug(
+    plane: ControlPlane, restore: Webhook, namespace: str
+) -> None:
+    """Default: an ephemeral container (what `kubectl debug` adds) goes through. With
+    PRG_JUDGED_SUBRESOURCES and the subresources in the webhook's rules, it is denied."""
+    ephemeral = ["-n", namespace, "patch", "pod", "--subresource=ephemeralcontainers"]
+    body = _json({"spec": {"ephemeralContainers": [EPHEMERAL]}})
+    create_pod(plane, namespace, "debug-default")
+    result = plane.kubectl(*ephemeral, "debug-default", "--type=merge", "-p", body, check=False)
+    assert result.returncode == 0, result.stderr
+
+    create_pod(plane, namespace, "debug-judged")
+    restore.stop()
+    restore.start(env={"PRG_JUDGED_SUBRESOURCES": "ephemeralcontainers,resize"})
+    restore.install(resources=SUBRESOURCES)
+    try:
+        wait_for_enforcement(plane)
+        result = plane.kubectl(*ephemeral, "debug-judged", "--type=merge", "-p", body, check=False)
+        assert result.returncode != 0
+        assert f'admission webhook "{restore.name}" denied the request' in result.stderr
+        assert "spec.ephemeralContainers" in result.stderr
+    finally:
+        restore.install(resources=["pods"])
+        restore.restart("enforce")

@@ -19,9 +19,9 @@ from werkzeug.test import TestResponse
 import webhook.app
 from tests.support.reviews import example_pod, make_review, update_review
 from webhook.app import create_app
-from webhook.observe import DECISION_LOGGER, MULTIPROC_ENV, JsonFormatter
+from webhook.logs import DECISION_LOGGER, JsonFormatter
 from webhook.policy import MAX_WARNING_LENGTH
-from webhook.settings import Mode, Settings
+from webhook.settings import MULTIPROC_ENV, Mode, Settings
 
 JSON = "application/json"
 SECRET = "s3cr3t-DO-NOT-LOG-http-51d2"
@@ -132,11 +132,15 @@ def test_warn_mode_answers_with_warnings() -> None:
     assert SECRET.encode() not in response.get_data()
 
 
-def test_audit_mode_allows_silently() -> None:
+def test_audit_mode_allows_without_warnings_and_annotates_the_audit_event() -> None:
     client = make_client(Settings(mode="audit"))
     response = post(client, update_review(frozen_change, uid="uid-audit"))
     assert response.status_code == 200
-    assert response.get_json()["response"] == {"uid": "uid-audit", "allowed": True}
+    answer = response.get_json()["response"]
+    assert answer["uid"] == "uid-audit"
+    assert answer["allowed"] is True
+    assert "warnings" not in answer
+    assert answer["auditAnnotations"]["decision"] == "audited"
 
 
 def test_skipped_requests_are_allowed(client: FlaskClient) -> None:
@@ -346,7 +350,7 @@ def _explode(body: object, settings: Settings) -> Any:
 def test_unexpected_exception_is_500_with_the_uid_and_the_app_keeps_answering(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(webhook.app, "review", _explode)
+    monkeypatch.setattr(webhook.app, "answer_review", _explode)
     with caplog.at_level(logging.INFO):
         response = post(client, update_review(frozen_change, uid="uid-500"))
     result = status_body(response, 500)
@@ -524,7 +528,7 @@ def test_one_log_line_per_malformed_request_with_the_uid(
 def test_one_log_line_per_failed_request(
     client: FlaskClient, decisions: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(webhook.app, "review", _explode)
+    monkeypatch.setattr(webhook.app, "answer_review", _explode)
     post(client, update_review(uid="uid-err"))
     (record,) = decision_records(decisions)
     assert fields(record)["uid"] == "uid-err"

@@ -146,7 +146,7 @@ def test_hostile_field_names_do_not_grow_metric_labels() -> None:
     import orjson
 
     from webhook.app import create_app
-    from webhook.observe import MAX_VIOLATION_LABELS, OTHER_LABEL
+    from webhook.metrics import MAX_VIOLATION_LABELS, OTHER_LABEL
     from webhook.settings import Settings
 
     app = create_app(Settings())

@@ -1,4 +1,4 @@
-"""Admission decisions (webhook.policy.decide / review), without HTTP.
+"""Admission decisions (webhook.policy.answer_review / judge_update), without HTTP.
 
 Table-driven like agnhost's webhook tests: a review goes in, the verdict comes out.
 """
@@ -19,17 +19,17 @@ from tests.support.reviews import example_pod, make_review, update_review
 from tests.unit.fuzzing import FUZZ, JSON_OBJECTS, JSON_VALUES
 from tests.unit.podpaths import Pod, put
 from webhook.policy import (
+    AUDIT_ANNOTATION_PATHS,
     MAX_PATHS_IN_MESSAGE,
     MAX_WARNING_LENGTH,
     MAX_WARNINGS,
     WARNING_PREFIX,
     Decision,
-    decide,
+    answer_review,
     denial_message,
-    judge,
-    review,
+    judge_update,
 )
-from webhook.review import AdmissionRequest, AdmissionReview, MalformedReview, parse_review
+from webhook.review import AdmissionReview, MalformedReview
 from webhook.rules import UPDATABLE_PATHS, Violation
 from webhook.settings import MODES, Mode, Settings
 
@@ -39,9 +39,8 @@ WARN = Settings(mode="warn")
 AUDIT = Settings(mode="audit")
 
 
-def request_of(body: dict[str, Any]) -> AdmissionRequest:
-    _, request = parse_review(body)
-    return request
+def decision_for(body: dict[str, Any], settings: Settings) -> Decision:
+    return answer_review(body, settings)[1]
 
 
 def secret_change(pod: Pod) -> None:
@@ -72,9 +71,9 @@ def everything(decision: Decision) -> str:
 
 
 def test_enforce_denies_with_403_forbidden_and_a_complete_message() -> None:
-    decision = decide(request_of(update_review(secret_change)), ENFORCE)
+    decision = decision_for(update_review(secret_change), ENFORCE)
     assert decision.allowed is False
-    assert decision.judged is True
+    assert decision.skip_reason == ""
     assert decision.mode == "enforce"
     assert decision.violation_paths == SECRET_PATHS
     response = decision.response
@@ -93,7 +92,7 @@ def test_enforce_denies_with_403_forbidden_and_a_complete_message() -> None:
 
 
 def test_enforce_message_shape() -> None:
-    violations = [Violation("spec.nodeName"), Violation("metadata.finalizers")]
+    violations = [Violation(("spec", "nodeName")), Violation(("metadata", "finalizers"))]
     assert denial_message(violations) == (
         "pod updates may not change these fields: spec.nodeName, metadata.finalizers. "
         "Only these fields may be updated: " + ", ".join(UPDATABLE_PATHS)
@@ -102,16 +101,16 @@ def test_enforce_message_shape() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_no_field_value_leaves_the_webhook(mode: Mode) -> None:
-    decision = decide(request_of(update_review(secret_change)), Settings(mode=mode))
+    decision = decision_for(update_review(secret_change), Settings(mode=mode))
     assert decision.violation_paths == SECRET_PATHS
     assert SECRET not in everything(decision)
     assert "node-with-" not in everything(decision)
 
 
 def test_warn_allows_with_one_warning_per_violation() -> None:
-    decision = decide(request_of(update_review(secret_change)), WARN)
+    decision = decision_for(update_review(secret_change), WARN)
     assert decision.allowed is True
-    assert decision.judged is True
+    assert decision.skip_reason == ""
     assert decision.violation_paths == SECRET_PATHS
     response = decision.response
     assert response["allowed"] is True
@@ -132,7 +131,7 @@ def test_warn_truncates_long_paths_to_120_characters() -> None:
     def change(pod: Pod) -> None:
         pod["spec"]["nodeSelector"] = {long_key: "v", "short": "v"}
 
-    decision = decide(request_of(update_review(change)), WARN)
+    decision = decision_for(update_review(change), WARN)
     warnings = decision.response.get("warnings") or []
     assert len(warnings) == 2
     assert all(len(warning) <= MAX_WARNING_LENGTH for warning in warnings)
@@ -149,7 +148,7 @@ def test_warn_caps_the_number_of_warnings() -> None:
     def change(pod: Pod) -> None:
         pod["spec"]["nodeSelector"] = {f"k{index:03d}": "v" for index in range(count)}
 
-    decision = decide(request_of(update_review(change)), WARN)
+    decision = decision_for(update_review(change), WARN)
     assert len(decision.violations) == count
     warnings = decision.response.get("warnings") or []
     assert len(warnings) == MAX_WARNINGS
@@ -162,7 +161,7 @@ def test_enforce_message_is_bounded_for_huge_violation_lists() -> None:
     def change(pod: Pod) -> None:
         pod["spec"]["nodeSelector"] = {f"k{index:04d}": "v" for index in range(count)}
 
-    decision = decide(request_of(update_review(change)), ENFORCE)
+    decision = decision_for(update_review(change), ENFORCE)
     message = (decision.response.get("status") or {}).get("message", "")
     assert "spec.nodeSelector.k0000" in message
     assert f"spec.nodeSelector.k{MAX_PATHS_IN_MESSAGE - 1:04d}" in message
@@ -172,19 +171,55 @@ def test_enforce_message_is_bounded_for_huge_violation_lists() -> None:
 
 
 def test_audit_allows_without_warnings_but_records_violations() -> None:
-    decision = decide(request_of(update_review(secret_change)), AUDIT)
+    decision = decision_for(update_review(secret_change), AUDIT)
     assert decision.allowed is True
-    assert decision.judged is True
+    assert decision.skip_reason == ""
     assert decision.mode == "audit"
     assert decision.violation_paths == SECRET_PATHS
-    assert decision.response == {"uid": decision.uid, "allowed": True}
+    assert decision.response == {
+        "uid": decision.uid,
+        "allowed": True,
+        "auditAnnotations": {
+            "decision": "audited",
+            "violations": ", ".join(SECRET_PATHS),
+            "violations-total": "3",
+        },
+    }
+
+
+@pytest.mark.parametrize(("mode", "outcome"), [("enforce", "denied"), ("warn", "warned")])
+def test_violations_are_named_in_audit_annotations_in_every_mode(mode: Mode, outcome: str) -> None:
+    decision = decision_for(update_review(secret_change), Settings(mode=mode))
+    assert decision.response.get("auditAnnotations") == {
+        "decision": outcome,
+        "violations": ", ".join(SECRET_PATHS),
+        "violations-total": "3",
+    }
+    assert SECRET not in everything(decision)
+
+
+def test_audit_annotations_are_bounded_and_count_every_violation() -> None:
+    def change(pod: Pod) -> None:
+        pod["spec"]["nodeSelector"] = {f"k{index:04d}": "v" for index in range(300)}
+
+    annotations = decision_for(update_review(change), AUDIT).response.get("auditAnnotations")
+    assert annotations is not None
+    assert annotations["violations-total"] == "300"
+    assert annotations["violations"].count("spec.nodeSelector.") == AUDIT_ANNOTATION_PATHS
+
+
+def test_a_denial_lists_each_path_as_a_status_cause() -> None:
+    status = decision_for(update_review(secret_change), ENFORCE).response.get("status") or {}
+    causes = (status.get("details") or {}).get("causes") or []
+    assert [cause["field"] for cause in causes] == SECRET_PATHS
+    assert {cause["type"] for cause in causes} == {"FieldValueForbidden"}
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_allowed_changes_are_allowed_in_every_mode(mode: Mode) -> None:
-    decision = decide(request_of(update_review(image_change)), Settings(mode=mode))
+    decision = decision_for(update_review(image_change), Settings(mode=mode))
     assert decision.allowed is True
-    assert decision.judged is True
+    assert decision.outcome == "allowed"
     assert decision.violations == ()
     assert decision.skip_reason == ""
     assert decision.response == {"uid": decision.uid, "allowed": True}
@@ -244,6 +279,22 @@ GATES = [
     ),
     Gate("resize subresource", frozen(sub_resource="resize"), skip_reason="subresource"),
     Gate("binding subresource", frozen(sub_resource="binding"), skip_reason="subresource"),
+    denied(
+        "resize judged when opted in",
+        frozen(sub_resource="resize"),
+        Settings(judged_subresources=("resize",)),
+    ),
+    denied(
+        "ephemeralcontainers judged when opted in",
+        frozen(sub_resource="ephemeralcontainers"),
+        Settings(judged_subresources=("ephemeralcontainers", "resize")),
+    ),
+    Gate(
+        "status never judged, even with subresources opted in",
+        frozen(sub_resource="status"),
+        Settings(judged_subresources=("ephemeralcontainers", "resize")),
+        skip_reason="subresource",
+    ),
     Gate("deployments", frozen(resource="deployments", group="apps"), skip_reason="resource"),
     Gate("configmaps in the core group", frozen(resource="configmaps"), skip_reason="resource"),
     Gate("pods of another group", frozen(group="metrics.k8s.io"), skip_reason="resource"),
@@ -333,8 +384,8 @@ GATES = [
 
 @pytest.mark.parametrize("gate", GATES, ids=lambda gate: gate.name)
 def test_which_requests_are_judged(gate: Gate) -> None:
-    decision = decide(request_of(copy.deepcopy(gate.review)), gate.settings)
-    assert decision.judged is gate.judged
+    decision = decision_for(copy.deepcopy(gate.review), gate.settings)
+    assert (decision.skip_reason == "") is gate.judged
     assert decision.skip_reason == gate.skip_reason
     assert decision.allowed is gate.allowed
     assert decision.violation_paths == gate.paths
@@ -347,12 +398,12 @@ def test_which_requests_are_judged(gate: Gate) -> None:
 def test_a_request_without_a_namespace_is_judged() -> None:
     body = frozen()
     del body["request"]["namespace"]
-    decision = decide(request_of(body), ENFORCE)
-    assert decision.judged is True
+    decision = decision_for(body, ENFORCE)
+    assert decision.skip_reason == ""
     assert decision.allowed is False
 
 
-# --- judge(): the rules in a given mode, without exemptions (the offline check) ------------
+# --- judge_update(): the rules in a given mode, without exemptions (the offline check) ------------
 
 
 @pytest.mark.parametrize(
@@ -365,9 +416,9 @@ def test_judge_applies_the_rules_without_exemptions(
     old, new = example_pod(), example_pod()
     old["metadata"]["namespace"] = new["metadata"]["namespace"] = "kube-system"
     secret_change(new)
-    decision = judge("offline", old, new, mode)
-    assert decision.uid == "offline"
-    assert decision.judged is True
+    decision = judge_update(old, new, mode)
+    assert decision.uid == "check"
+    assert decision.skip_reason == ""
     assert decision.allowed is allowed
     assert decision.violation_paths == SECRET_PATHS
     assert ("warnings" in decision.response) is warned
@@ -377,9 +428,9 @@ def test_judge_applies_the_rules_without_exemptions(
 def test_judge_allows_updatable_changes() -> None:
     old, new = example_pod(), example_pod()
     image_change(new)
-    decision = judge("offline", old, new, "enforce")
+    decision = judge_update(old, new, "enforce")
     assert decision.allowed is True
-    assert decision.response == {"uid": "offline", "allowed": True}
+    assert decision.response == {"uid": "check", "allowed": True}
 
 
 def test_judge_raises_malformed_review_for_absurd_nesting() -> None:
@@ -390,8 +441,8 @@ def test_judge_raises_malformed_review_for_absurd_nesting() -> None:
         deep_old, deep_new = [deep_old], [deep_new]
     old["spec"]["x"], new["spec"]["x"] = deep_old, deep_new
     with pytest.raises(MalformedReview) as caught:
-        judge("offline", old, new, "enforce")
-    assert caught.value.uid == "offline"
+        judge_update(old, new, "enforce")
+    assert caught.value.uid == "check"
 
 
 # --- deleting pods -----------------------------------------------------------------------
@@ -419,15 +470,15 @@ def test_deleting_pod_may_only_lose_finalizers(
     old_finalizers: list[str], new_finalizers: list[str], allowed: bool
 ) -> None:
     old, new = _deleting_pair(old_finalizers, new_finalizers)
-    decision = decide(request_of(make_review(old, new)), ENFORCE)
-    assert decision.judged is True
+    decision = decision_for(make_review(old, new), ENFORCE)
+    assert decision.skip_reason == ""
     assert decision.allowed is allowed
 
 
 def test_live_pod_may_not_lose_finalizers() -> None:
     old, new = example_pod(), example_pod()
     old["metadata"]["finalizers"] = ["a/x"]
-    decision = decide(request_of(make_review(old, new)), ENFORCE)
+    decision = decision_for(make_review(old, new), ENFORCE)
     assert decision.allowed is False
     assert decision.violation_paths == ["metadata.finalizers"]
 
@@ -443,12 +494,12 @@ def test_absurd_nesting_is_a_malformed_review_with_the_uid() -> None:
     new["spec"]["x"] = deep
     body = make_review(old, new, uid="deep-uid")
     with pytest.raises(MalformedReview) as caught:
-        decide(request_of(body), ENFORCE)
+        decision_for(body, ENFORCE)
     assert caught.value.uid == "deep-uid"
     assert "deeper" in caught.value.reason
 
 
-# --- review(): envelope, uid and apiVersion echo ------------------------------------------
+# --- answer_review(): envelope, uid and apiVersion echo ------------------------------------------
 
 
 @pytest.mark.parametrize("api_version", ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])
@@ -459,7 +510,7 @@ def test_review_echoes_uid_and_api_version(
     api_version: str, change: Callable[[Pod], None], allowed: bool
 ) -> None:
     body = update_review(change, uid="7d1c-uid", api_version=api_version)
-    answer, decision = review(body, ENFORCE)
+    answer, decision = answer_review(body, ENFORCE)
     assert answer["apiVersion"] == api_version
     assert answer["kind"] == "AdmissionReview"
     assert "request" not in answer
@@ -474,7 +525,7 @@ def test_review_echoes_uid_and_api_version(
 
 def test_review_of_a_skipped_request_is_a_bare_allow() -> None:
     body = make_review(None, example_pod(), operation="CREATE", uid="c-1")
-    answer, decision = review(body, ENFORCE)
+    answer, decision = answer_review(body, ENFORCE)
     assert answer == {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -490,7 +541,7 @@ def test_review_of_a_skipped_request_is_a_bare_allow() -> None:
 )
 def test_review_raises_malformed_review_for_non_reviews(body: Any) -> None:
     with pytest.raises(MalformedReview):
-        review(body, ENFORCE)
+        answer_review(body, ENFORCE)
 
 
 # --- property tests ---------------------------------------------------------------------------
@@ -500,7 +551,7 @@ def _review_or_error(
     body: Any, settings: Settings
 ) -> tuple[AdmissionReview, Decision] | MalformedReview:
     try:
-        return review(body, settings)
+        return answer_review(body, settings)
     except MalformedReview as error:
         return error
 

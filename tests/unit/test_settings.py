@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout": 10.0,
     "max_connections": 256,
     "inflight_bytes": 8 * 1024 * 1024,
+    "judged_subresources": (),
 }
 
 
@@ -193,6 +194,7 @@ handshakeTimeout: 2
 requestTimeout: 4.5
 maxConnections: 64
 inflightBytes: 65536
+judgedSubresources: [resize, ephemeralcontainers, resize]
 """
 
 
@@ -220,6 +222,7 @@ def test_yaml_file_sets_every_key(tmp_path: Path) -> None:
         "request_timeout": 4.5,
         "max_connections": 64,
         "inflight_bytes": 65536,
+        "judged_subresources": ("resize", "ephemeralcontainers"),
     }
 
 
@@ -270,6 +273,8 @@ def test_overrides_are_validated_and_normalised() -> None:
 # --- bad values: ConfigError whose message starts with the key -------------------------------
 
 BAD_VALUES: list[tuple[str, str]] = [
+    ("judged_subresources", "status"),
+    ("judged_subresources", "resize,binding"),
     ("mode", "block"),
     ("mode", ""),
     ("log_level", "TRACE"),

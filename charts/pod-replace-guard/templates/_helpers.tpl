@@ -57,6 +57,9 @@ PRG_EXEMPT_NAMESPACES: {{ join "," $s.exemptNamespaces | quote }}
 PRG_NAMESPACE: {{ .Release.Namespace | quote }}
 PRG_LOG_LEVEL: {{ $s.logLevel | quote }}
 PRG_HEALTH_BIND: "0.0.0.0:8081"
+{{- with $s.judgedSubresources }}
+PRG_JUDGED_SUBRESOURCES: {{ join "," . | quote }}
+{{- end }}
 {{- range $key, $env := dict "maxBodyBytes" "PRG_MAX_BODY_BYTES" "tlsMinVersion" "PRG_TLS_MIN_VERSION" "workers" "PRG_WORKERS" "threads" "PRG_THREADS" "keepalive" "PRG_KEEPALIVE" "gracefulTimeout" "PRG_GRACEFUL_TIMEOUT" "certReloadSeconds" "PRG_CERT_RELOAD_SECONDS" "handshakeTimeout" "PRG_HANDSHAKE_TIMEOUT" "requestTimeout" "PRG_REQUEST_TIMEOUT" "maxConnections" "PRG_MAX_CONNECTIONS" "inflightBytes" "PRG_INFLIGHT_BYTES" }}
 {{- $value := index $s $key }}
 {{- if not (kindIs "invalid" $value) }}

@@ -1,4 +1,4 @@
-"""webhook/serving.py's CertificateReloader, driven by its injected clocks.
+"""webhook/tls.py's CertificateReloader, driven by its injected clocks.
 
 The certificate directory is laid out as the kubelet lays out a Secret volume: the
 files are symlinks into a ``..data`` symlink that points at a timestamped directory,
@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from webhook import worker
 from webhook.certs import write_certificates
-from webhook.serving import CertificateReloader
 from webhook.settings import Settings
+from webhook.tls import CertificateReloader
 
 
 class Clock:
@@ -60,11 +59,6 @@ def volume(tmp_path: Path) -> SecretVolume:
     secret = SecretVolume(tmp_path / "tls")
     secret.publish(secret.issue())
     return secret
-
-
-@pytest.fixture(autouse=True)
-def not_draining() -> None:
-    worker.draining.clear()
 
 
 def reloader_for(volume: SecretVolume, monotonic: Clock, wall: Clock) -> CertificateReloader:
@@ -120,12 +114,6 @@ def test_readiness_follows_the_wall_clock_through_expiry(volume: SecretVolume) -
     ready, reason = reloader.ready()
     assert not ready
     assert "not valid before" in reason
-
-
-def test_readiness_fails_while_draining(volume: SecretVolume) -> None:
-    reloader = reloader_for(volume, Clock(100.0), Clock(time.time()))
-    worker.draining.set()
-    assert reloader.ready() == (False, "shutting down")
 
 
 def test_a_probe_notices_a_renewed_certificate(volume: SecretVolume) -> None:

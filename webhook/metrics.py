@@ -1,23 +1,21 @@
-"""JSON logging and Prometheus metrics (aware of gunicorn's several workers).
+"""Prometheus metrics, aggregated across gunicorn's worker processes.
 
-Nothing here logs a pod's field values: decision lines carry paths, never values.
+Under gunicorn every worker writes its values to files in the directory named by
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums them. prometheus_client chooses
+file-backed values when it is first imported, so the directory is set (by
+:func:`webhook.gunicorn_app.prepare_metrics_dir`) before anything imports this module.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import sys
-import time
-from typing import Any, Final
+from typing import Final
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-DECISION_LOGGER: Final = "pod_replace_guard.decision"
-MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+from webhook.rules import IDENTIFIER, PathSegments
+from webhook.settings import MULTIPROC_ENV
 
 # Decisions take tens of microseconds to a few milliseconds; the API server gives up
 # after timeoutSeconds (a few seconds).
@@ -28,66 +26,6 @@ DURATION_BUCKETS: Final = (
 # A pod has a few hundred field paths; this bounds the label set even for hostile input.
 MAX_VIOLATION_LABELS: Final = 500
 OTHER_LABEL: Final = "other"
-
-_STANDARD_RECORD_KEYS: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-@functools.lru_cache(maxsize=4)
-def _second(epoch_seconds: int) -> str:
-    # One strftime per second rather than per line: every request logs one line.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_seconds))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any extra fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": f"{_second(int(record.created))}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD_RECORD_KEYS and not key.startswith("_") and key != "fields":
-                entry[key] = value
-        # Fields whose names LogRecord reserves (name, ...) travel in extra={"fields": ...}.
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
-
-
-def configure_logging(level: str) -> None:
-    """JSON lines on stdout for every logger; call before the app is created."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
-def gunicorn_logconfig(level: str) -> dict[str, Any]:
-    """gunicorn's own loggers in the same JSON format (its ``logconfig_dict``)."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {
-            "stdout": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "root": {"level": level, "handlers": ["stdout"]},
-        "loggers": {
-            "gunicorn.error": {"level": level, "handlers": ["stdout"], "propagate": False},
-            "gunicorn.access": {"level": "WARNING", "handlers": ["stdout"], "propagate": False},
-        },
-    }
 
 
 def multiprocess_enabled() -> bool:
@@ -138,7 +76,7 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
-    def count_violation(self, path: str) -> None:
+    def count_violation(self, path: PathSegments) -> None:
         """Count one violation under its rule-level label, keeping the label set bounded.
 
         The API server drops unknown fields, but any other client could send made-up
@@ -179,50 +117,27 @@ def certificate_expiry_gauge(registry: CollectorRegistry | None = None) -> Gauge
     )
 
 
-def metric_path(path: str) -> str:
+def metric_path(path: PathSegments) -> str:
     """A violation path as a bounded metric label: ``spec.containers[*].env``.
 
     Indexes collapse to ``[*]``; below the second level only fields of list items
-    (containers, volumes, ...) are kept, so user-chosen map keys (nodeSelector,
-    resources) never become label values.
+    (containers, volumes, ...) are kept, and a key that is not an identifier ends the
+    label, so user-chosen map keys (nodeSelector, resources, annotations) never become
+    label values.
     """
-    segments: list[str] = []
-    for part in _split_top(path):
-        collapsed = _collapse_indexes(part)
-        segments.append(collapsed)
-        if len(segments) >= 2 and not collapsed.endswith("[*]"):
-            break
-        if len(segments) >= 3:
-            segments[-1] = segments[-1].removesuffix("[*]")
-            break
-    return ".".join(segments)
-
-
-def _split_top(path: str) -> list[str]:
     parts: list[str] = []
-    current = ""
-    quoted = False
-    escaped = False
-    for char in path:
-        if escaped:  # the character after a backslash inside a quoted key
-            escaped = False
-            current += char
+    for segment in path:
+        if isinstance(segment, int):
+            if not parts:
+                break
+            if not parts[-1].endswith("[*]"):
+                parts[-1] += "[*]"
             continue
-        if quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        if char == "." and not quoted:
-            parts.append(current)
-            current = ""
-            continue
-        current += char
-    parts.append(current)
-    return parts
-
-
-def _collapse_indexes(segment: str) -> str:
-    head, bracket, _ = segment.partition("[")
-    if not bracket:
-        return segment
-    return (head or "") + "[*]" if segment[len(head) + 1 : len(head) + 2].isdigit() else head
+        if len(parts) >= 3 or (len(parts) == 2 and not parts[-1].endswith("[*]")):
+            break
+        if not IDENTIFIER.match(segment):
+            break
+        parts.append(segment)
+    if len(parts) >= 3:
+        parts[-1] = parts[-1].removesuffix("[*]")
+    return ".".join(parts) or OTHER_LABEL

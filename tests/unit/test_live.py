@@ -1,0 +1,101 @@
+"""webhook/live.py: which layer refused a dry-run replacement, from the API server's
+Status (the shapes below are what kube-apiserver answers; tests/e2e/test_check_live.py
+meets them for real)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from webhook.live import WEBHOOK_NAME, DryRun, LiveError, refusal
+
+
+def status(code: int, reason: str, message: str, fields: list[str] | None = None) -> str:
+    body: dict[str, Any] = {"kind": "Status", "code": code, "reason": reason, "message": message}
+    if fields is not None:
+        body["details"] = {
+            "causes": [{"field": f, "reason": "FieldValueForbidden"} for f in fields]
+        }
+    return json.dumps(body)
+
+
+REFUSALS = [
+    (
+        "the API server's validation",
+        422,
+        status(
+            422, "Invalid", 'Pod "p" is invalid: spec.tolerations: Forbidden', ["spec.tolerations"]
+        ),
+        DryRun(None, "api-server", "", ["spec.tolerations"]),
+    ),
+    (
+        "our webhook",
+        403,
+        status(
+            403,
+            "Forbidden",
+            f'admission webhook "{WEBHOOK_NAME}" denied the request: pod updates may not ...',
+            ["metadata.finalizers"],
+        ),
+        DryRun(None, "admission-webhook", WEBHOOK_NAME, ["metadata.finalizers"]),
+    ),
+    (
+        "a policy",
+        422,
+        status(
+            422,
+            "Invalid",
+            "ValidatingAdmissionPolicy 'pod-replace-guard' with binding 'b' denied request: x",
+        ),
+        DryRun(None, "admission-policy", "pod-replace-guard", []),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "code", "body", "want"), REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_refusals_name_their_layer(name: str, code: int, body: str, want: DryRun) -> None:
+    assert refusal(code, body, "p") == want
+
+
+@pytest.mark.parametrize(
+    ("code", "body", "said"),
+    [
+        (404, status(404, "NotFound", 'pods "p" not found'), "404 NotFound"),
+        (409, status(409, "Conflict", "the object has been modified"), "409 Conflict"),
+        (
+            500,
+            status(500, "InternalError", 'failed calling webhook "x": connection refused'),
+            "could not be called",
+        ),
+        (502, "<html>bad gateway</html>", "502"),
+    ],
+)
+def test_answers_that_are_no_verdict_are_errors(code: int, body: str, said: str) -> None:
+    with pytest.raises(LiveError, match=said):
+        refusal(code, body, "p")
+
+
+def test_messages_are_not_kept_as_they_can_quote_values() -> None:
+    body = status(
+        422, "Invalid", 'Pod "p" is invalid: spec: Forbidden: {"Env": "s3cr3t"}', ["spec"]
+    )
+    assert "s3cr3t" not in repr(refusal(422, body, "p"))
+
+
+def test_live_without_the_kubernetes_client_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['kubernetes'] = None\n"
+        "from webhook.cli import main\n"
+        "sys.exit(main(['check', '--live', '--new', '-'], stdin=__import__('io').StringIO("
+        '\'{"kind": "Pod", "metadata": {"name": "p"}}\')))'
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "pip install 'pod-replace-guard[live]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,134 @@
+"""What the API server itself says about replacing a pod (``check --live``).
+
+A server-side dry-run update (``dryRun=All``) runs everything a real ``kubectl
+replace`` runs, defaulting, the API server's own validation (``ValidatePodUpdate``)
+and admission, and stores nothing. The object it answers with is what the API server
+would store, so the replace rules judge that rather than the manifest as written.
+
+The kubernetes client is the ``live`` extra (``pip install 'pod-replace-guard[live]'``):
+the webhook itself never talks to the API server, so its image leaves it out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+# The webhook's name in deploy/ (and so in the API server's denial messages).
+WEBHOOK_NAME: Final = "pods.pod-replace-guard.io"
+_WEBHOOK_DENIED: Final = "admission webhook "
+_POLICY_DENIED: Final = "ValidatingAdmissionPolicy "
+
+
+class LiveError(Exception):
+    """The cluster could not answer; the message is one line for the CLI."""
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """The API server's answer to a dry-run replacement.
+
+    ``stored`` is the object it would store when it accepts the update. When it refuses,
+    ``refused_by`` names the layer: ``api-server`` (its own validation, which runs before
+    any validating admission), ``admission-webhook`` or ``admission-policy``, with
+    ``refuser`` the webhook's or policy's name and ``fields`` the paths its Status names.
+    Messages are not kept: the API server's can quote field values.
+    """
+
+    stored: dict[str, Any] | None
+    refused_by: str = ""
+    refuser: str = ""
+    fields: list[str] = field(default_factory=list)
+
+
+class Cluster:
+    """The cluster of a kubeconfig, through the kubernetes client."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
+        try:
+            from kubernetes import client, config
+            from kubernetes.config.config_exception import ConfigException
+        except ImportError as error:
+            raise LiveError(
+                "--live needs the kubernetes client: pip install 'pod-replace-guard[live]'"
+            ) from error
+        try:
+            api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+            contexts, current = config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
+        except (ConfigException, OSError) as error:
+            raise LiveError(f"cannot load kubeconfig: {error}") from error
+        chosen = context or current["name"]
+        self.default_namespace: str = (
+            next((e["context"].get("namespace") for e in contexts if e["name"] == chosen), None)
+            or "default"
+        )
+        # Raw JSON in and out (_preload_content=False): a pod as the API server writes
+        # it, with no round trip through the client's typed models.
+        self._core: Any = client.CoreV1Api(api)
+
+    def read_pod(self, name: str, namespace: str) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._core.read_namespaced_pod(
+                name, namespace, _preload_content=False, _request_timeout=30
+            )
+        except ApiException as error:
+            raise LiveError(
+                f"cannot read pod {namespace}/{name}: {error.status} {error.reason}"
+            ) from error
+        except (OSError, ValueError) as error:
+            raise LiveError(f"cannot reach the cluster: {type(error).__name__}") from error
+        pod: dict[str, Any] = json.loads(response.data)
+        return pod
+
+    def dry_run_replace(self, manifest: dict[str, Any], name: str, namespace: str) -> DryRun:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._core.replace_namespaced_pod(
+                name, namespace, manifest, dry_run="All", _preload_content=False,
+                _request_timeout=30,
+            )  # fmt: skip
+        except ApiException as error:
+            return refusal(error.status, error.body, name)
+        except (OSError, ValueError) as error:
+            raise LiveError(f"cannot reach the cluster: {type(error).__name__}") from error
+        stored: dict[str, Any] = json.loads(response.data)
+        return DryRun(stored)
+
+
+def refusal(status: int, body: object, name: str) -> DryRun:
+    """Which layer refused a dry-run update, from the API server's Status body.
+
+    Raises LiveError when the answer is not a verdict on the object (not found, no
+    permission, a webhook that could not be called, ...).
+    """
+    try:
+        decoded = json.loads(body) if isinstance(body, str | bytes) else {}
+    except ValueError:
+        decoded = {}
+    document = decoded if isinstance(decoded, dict) else {}
+    message = str(document.get("message") or "")
+    details = document.get("details") or {}
+    causes = details.get("causes") if isinstance(details, dict) else None
+    fields = [
+        str(cause["field"])
+        for cause in causes or []
+        if isinstance(cause, dict) and cause.get("field")
+    ]
+    if message.startswith(_WEBHOOK_DENIED) and " denied the request" in message:
+        webhook = message[len(_WEBHOOK_DENIED) :].split(" denied the request", 1)[0]
+        return DryRun(None, "admission-webhook", webhook.strip('"'), fields)
+    if message.startswith(_POLICY_DENIED) and " denied request" in message:
+        policy = message[len(_POLICY_DENIED) :].split(" ", 1)[0]
+        return DryRun(None, "admission-policy", policy.strip("'"), fields)
+    if status == 422 and document.get("reason") == "Invalid":
+        return DryRun(None, "api-server", "", fields)
+    reason = str(document.get("reason") or "")
+    if "failed calling webhook" in message:
+        reason += " (an admission webhook could not be called)"
+    raise LiveError(
+        f"the API server did not judge the replacement of pod {name}: {status} {reason}".rstrip()
+    )

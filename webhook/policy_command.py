@@ -1,0 +1,260 @@
+"""The I/O of ``pod-replace-guard policy``: schema and settings in, YAML out.
+
+The generation itself is :mod:`webhook.admission_policy` (pure). This module reads the
+schema (the packaged one, a file, or a live cluster's ``/openapi/v3/api/v1``), the
+settings, and for ``--check`` the installed policy; every bad input is a UsageError
+(one line on stderr, exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from typing import IO, Any
+
+import yaml
+
+from webhook.admission_policy import (
+    PER_CALL_LIMIT,
+    POLICY_NAME,
+    RUNTIME_COST_BUDGET,
+    SchemaError,
+    generate,
+    uncovered_fields,
+)
+from webhook.cli import UsageError
+from webhook.settings import ConfigError, load_settings
+
+DEFAULT_SCHEMA_VERSION = "v1.34.4"
+DEFAULT_SCHEMA = f"pod-{DEFAULT_SCHEMA_VERSION}.json"
+OPENAPI_PATH = "/openapi/v3/api/v1"
+EXIT_COVERED, EXIT_UNCOVERED = 0, 1
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML with CEL expressions as literal blocks, so they read (and grep) as written."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text or len(text) > 60 else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def packaged_schema() -> dict[str, Any]:
+    """The trimmed pod schema of the pinned Kubernetes version (package data)."""
+    text = resources.files("webhook").joinpath("schemas", DEFAULT_SCHEMA).read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from error
+    except (UnicodeDecodeError, ValueError) as error:
+        raise UsageError(f"{path} is not {what} (JSON)") from error
+    except RecursionError as error:
+        raise UsageError(f"{path} nests too deeply") from error
+
+
+def _api_client(kubeconfig: str | None, context: str | None) -> Any:
+    try:
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError as error:
+        raise UsageError(
+            "--live and --check need the kubernetes client: pip install 'pod-replace-guard[live]'"
+        ) from error
+
+    try:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+    except ConfigException as error:
+        raise UsageError(f"cannot load kubeconfig: {error}") from error
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot load kubeconfig: {type(error).__name__}") from error
+
+
+def _get_json(api: Any, path: str, what: str) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        if hasattr(api, "param_serialize"):  # kubernetes >= 33 (openapi-generator 7)
+            method, url, headers, body, post = api.param_serialize(
+                "GET", path, header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )  # fmt: skip
+            response = api.call_api(method, url, headers, body, post, _request_timeout=60)
+            response.read()
+            if not 200 <= response.status < 300:
+                raise ApiException(status=response.status, reason=response.reason)
+        else:
+            response = api.call_api(
+                path, "GET", auth_settings=["BearerToken"], response_type=None,
+                _preload_content=False, _return_http_data_only=True, _request_timeout=60,
+            )  # fmt: skip
+        return json.loads(response.data)
+    except ApiException as error:
+        raise UsageError(f"cannot read {what}: {error.status} {error.reason}") from error
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot reach the cluster: {type(error).__name__}") from error
+
+
+def _read_policy(path: str, stdin: IO[str]) -> dict[str, Any]:
+    """The ValidatingAdmissionPolicy in a YAML or JSON file (- for stdin)."""
+    try:
+        if path == "-":
+            text = stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        documents = list(yaml.safe_load_all(text))
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from error
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UsageError(f"{path} is neither JSON nor YAML") from error
+    except RecursionError as error:
+        raise UsageError(f"{path} nests too deeply") from error
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "ValidatingAdmissionPolicy":
+            return document
+    raise UsageError(f"{path} holds no ValidatingAdmissionPolicy")
+
+
+def _live_version(api: Any) -> str:
+    version = _get_json(api, "/version", "the server version")
+    return str(version.get("gitVersion", "")) if isinstance(version, dict) else ""
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """Settings as ``serve`` reads them (PRG_* environment, --config), or from an env
+    file such as deploy/base/settings.env instead of the environment."""
+    environ: dict[str, str] | None = None
+    if args.settings_env:
+        environ = {}
+        try:
+            with open(args.settings_env, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except OSError as error:
+            raise UsageError(f"cannot read {args.settings_env}: {error.strerror}") from error
+        for line in lines:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                key, sep, value = text.partition("=")
+                if not sep:
+                    raise UsageError(f"{args.settings_env}: not KEY=VALUE: {text[:40]}")
+                environ[key.strip()] = value.strip()
+    try:
+        return load_settings(
+            environ=environ, config_file=args.config, overrides={"mode": args.mode}
+        )
+    except ConfigError as error:
+        raise UsageError(str(error)) from error
+
+
+def _header(source: str, version: str, groups: list[str]) -> str:
+    return (
+        "# Generated by `pod-replace-guard policy` from webhook/rules.py and the pod schema of\n"
+        f"# {source}{f' (Kubernetes {version})' if version else ''}. Do not edit: regenerate.\n"
+        "#\n"
+        "# Fields the schema does not know are not compared (the webhook freezes them too);\n"
+        "# `pod-replace-guard policy --check --live` reports fields a cluster's schema adds.\n"
+        f"# CEL cost: each of the {len(groups)} changed* variables is its own program (the API\n"
+        f"# server's limit: {PER_CALL_LIMIT:,} per program, {RUNTIME_COST_BUDGET:,} per binding);\n"
+        "# the cost grows with the number of containers, volumes and list items, not with\n"
+        "# labels or annotations (never read). Measured (tests/e2e/controlplane/tools/celcost):\n"
+        "# ~3,500 per container with env, probes and a security context, so about 280 such\n"
+        "# containers fit one program; a pod past a limit is refused (failurePolicy Fail),\n"
+        '# never let through. See README, "Webhook or policy?".\n'
+    )
+
+
+def run_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+    """``policy``: print the policy and binding, or ``--check`` an installed one."""
+    if args.live and args.schema:
+        raise UsageError("--live reads the schema from the cluster; do not also pass --schema")
+    api = _api_client(args.kubeconfig, args.context) if args.live else None
+    version = ""
+    if api is not None:
+        document = _get_json(api, OPENAPI_PATH, f"{OPENAPI_PATH}")
+        version = _live_version(api)
+        source = f"the cluster's {OPENAPI_PATH}"
+    elif args.schema:
+        document = _read_json(args.schema, "an OpenAPI v3 document")
+        source = args.schema
+    else:
+        document = packaged_schema()
+        version = DEFAULT_SCHEMA_VERSION
+        source = f"webhook/schemas/{DEFAULT_SCHEMA}"
+    if args.check:
+        return _check(args, api, document, stdin, out)
+    settings = _settings(args)
+    try:
+        generated = generate(document, settings, schema_version=version, name=args.name)
+    except SchemaError as error:
+        raise UsageError(f"{source}: {error}") from error
+    if args.output == "json":
+        out.write(json.dumps({"kind": "List", "apiVersion": "v1", "items": generated.documents()}))
+        out.write("\n")
+        return 0
+    out.write(_header(source, version, generated.groups))
+    out.write(yaml.dump_all(generated.documents(), Dumper=_Dumper, sort_keys=False, width=100))
+    return 0
+
+
+def _check(args: argparse.Namespace, api: Any, document: Any, stdin: IO[str], out: IO[str]) -> int:
+    if args.policy:
+        installed = _read_policy(args.policy, stdin)
+    elif api is not None:
+        path = f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{args.name}"
+        installed = _get_json(api, path, f"ValidatingAdmissionPolicy {args.name}")
+    else:
+        raise UsageError("--check needs --live (or --policy FILE for the installed policy)")
+    try:
+        missing = uncovered_fields(document, installed)
+    except SchemaError as error:
+        raise UsageError(str(error)) from error
+    if not missing:
+        out.write("covered: the policy compares every field of the schema it could\n")
+        return EXIT_COVERED
+    out.write(f"NOT covered: {len(missing)} fields of this schema are not in the policy:\n")
+    for name in missing:
+        out.write(f"  {name}\n")
+    out.write("regenerate it: pod-replace-guard policy --live | kubectl apply -f -\n")
+    return EXIT_UNCOVERED
+
+
+def add_parser(commands: Any) -> None:
+    """The ``policy`` subcommand's arguments."""
+    policy = commands.add_parser(
+        "policy",
+        help="print a ValidatingAdmissionPolicy + binding generated from the rules and a "
+        "pod schema; --check reports fields an installed one does not cover",
+    )
+    policy.add_argument(
+        "--schema",
+        help=f"an OpenAPI v3 document with the Pod (default: the packaged {DEFAULT_SCHEMA})",
+    )
+    policy.add_argument(
+        "--live", action="store_true", help=f"read the schema from the cluster's {OPENAPI_PATH}"
+    )
+    policy.add_argument("--kubeconfig", help="kubeconfig for --live")
+    policy.add_argument("--context", help="kubeconfig context for --live")
+    policy.add_argument("--config", help="YAML settings file (exempt users, groups, namespaces)")
+    policy.add_argument(
+        "--settings-env", help="settings as KEY=VALUE lines (e.g. deploy/base/settings.env)"
+    )
+    policy.add_argument("--mode", help="enforce (Deny), warn (Warn) or audit (Audit)")
+    policy.add_argument("--name", default=POLICY_NAME, help="policy and binding name")
+    policy.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if the installed policy does not cover every field of the schema",
+    )
+    policy.add_argument("--policy", help="with --check: the installed policy from a file")
+    policy.add_argument("--output", "-o", choices=("yaml", "json"), default="yaml")
