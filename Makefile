@@ -46,13 +46,18 @@ lint: install ## ruff and mypy --strict
 controlplane: ## build kube-apiserver, etcd and kubectl from Go modules (cached outside the clone)
 	K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh
 
+.PHONY: tools
+tools: ## build helm and promtool from Go modules (cached outside the clone)
+	hack/tools/build.sh
+
 .PHONY: test
-test: lint ## everything: lint, unit, HTTP, real processes, the real-apiserver suite; with CI=true also v$(K8S_NEWEST) and kind
-	@# Build (or find cached) kube-apiserver/etcd/kubectl first, outside pytest's
-	@# per-test timeout. In CI a missing Go toolchain fails here; elsewhere the suite
-	@# skips with the reason printed.
+test: lint ## everything: lint, unit, HTTP, real processes, the chart, the real-apiserver suite; with CI=true also v$(K8S_NEWEST) and kind
+	@# Build (or find cached) kube-apiserver/etcd/kubectl, helm and promtool first,
+	@# outside pytest's per-test timeout. In CI a missing Go toolchain fails here;
+	@# elsewhere the tests that need them skip with the reason printed.
 	@if [ "$${CI:-}" = "true" ] || command -v go >/dev/null; then \
 	  K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh >/dev/null; \
+	  hack/tools/build.sh >/dev/null; \
 	fi
 	$(PY) -m pytest -p no:cacheprovider
 	@if [ "$${CI:-}" = "true" ] || [ -n "$(FULL)" ]; then \
@@ -146,8 +151,13 @@ undeploy: ## remove the webhook from the current kube context
 e2e-kind: install ## the end-to-end suite against the deployed webhook in the current kube context
 	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster $(PY) -m pytest -p no:cacheprovider tests/e2e
 
+.PHONY: helm-kind
+helm-kind: install ## the Helm chart in the current kube context: replaces the kustomize install; install, upgrade, break glass, uninstall
+	hack/tools/build.sh helm >/dev/null
+	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster HELM_E2E=1 HELM_E2E_CLIENT_CA=$(CLIENT_CA) $(PY) -m pytest -p no:cacheprovider tests/helm
+
 .PHONY: kind-test
-kind-test: install ## the whole kind flow: kind-up image kind-load deploy e2e-kind, then kind-down
+kind-test: install ## the whole kind flow: kind-up image kind-load deploy e2e-kind helm-kind, then kind-down
 	hack/kind/test.sh
 
 .PHONY: clean

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole kind flow, as a user runs it and as CI runs it (`make kind-test`, called by
 # `make test` when CI=true):
-#   make kind-up image kind-load deploy e2e-kind
+#   make kind-up image kind-load deploy e2e-kind helm-kind
 # The cluster is deleted at the end, whatever happened; on failure the cluster's state
 # (nodes, pods, events, the webhook's logs, kubelet logs) is printed first.
 # KEEP_CLUSTER=1 keeps it for a look afterwards.
@@ -43,3 +43,6 @@ kubectl get pods -A -o wide
 # -rP: the figures the tests print (updates sent and failed per disruption, the
 # workloads' times with and without the webhook) end up in the log.
 PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -rP" timed e2e-kind "$make_" --no-print-directory e2e-kind
+# Then the Helm chart on the same cluster: it removes the kustomize install first.
+PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -rP" timed helm-kind "$make_" --no-print-directory helm-kind \
+  CLIENT_CA="$KIND_CACHE/admission-$CLUSTER/client-ca.crt"
