@@ -318,7 +318,11 @@ def test_dry_run_is_judged_and_persists_nothing(
     assert result.returncode == 0, result.stderr
     live = get_pod(plane, namespace, "dry")
     assert "dry" not in live["metadata"]["labels"]
-    assert live["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
+    assert live["metadata"].get("finalizers") == pod["metadata"].get("finalizers")
+    if plane.local:
+        # No kubelet writes this pod's status here, so nothing at all may have changed
+        # (on a real cluster the kubelet's status updates move the resourceVersion).
+        assert live["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
 
 
 def test_api_server_refuses_env_change_before_the_webhook(
