@@ -29,7 +29,11 @@ pytestmark = pytest.mark.process
 
 ATTACK_SECONDS = 20.0
 CONNECTIONS_PER_KIND = 200
-P99_LIMIT = 0.250
+# Legitimate reviews' p99 during the attack. What matters to the API server is its
+# timeoutSeconds (3 s in deploy/): 0.5 s keeps six times that margin and still fails a
+# starved server (over 1 s in runs where the attack won). On this 2-core machine the
+# p99 measured 180-260 ms, so the earlier 250 ms limit failed a healthy run in CI.
+P99_LIMIT = 0.500
 
 
 def open_descriptors(pid: int) -> int:
