@@ -55,7 +55,8 @@ _StringTimestampLoader.yaml_implicit_resolvers = {
 }
 
 
-def _read_source(source: str, stdin: IO[str]) -> str:
+def read_source(source: str, stdin: IO[str]) -> str:
+    """A file's text (``-`` for stdin); UsageError naming the file otherwise."""
     if source == "-":
         return stdin.read()
     try:
@@ -69,7 +70,7 @@ def _read_source(source: str, stdin: IO[str]) -> str:
 
 def load_pod(source: str, stdin: IO[str]) -> dict[str, Any]:
     """A pod from a JSON or YAML file (``-`` for stdin)."""
-    text = _read_source(source, stdin)
+    text = read_source(source, stdin)
     name = "stdin" if source == "-" else source
     try:
         documents = [

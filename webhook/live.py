@@ -42,22 +42,35 @@ class DryRun:
     fields: list[str] = field(default_factory=list)
 
 
+def kube_api_client(kubeconfig: str | None, context: str | None) -> Any:
+    """An API client for a kubeconfig (``check --live``, ``policy --live``).
+
+    Raises LiveError when the client is not installed or the kubeconfig cannot be used.
+    """
+    try:
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError as error:
+        raise LiveError(
+            "--live needs the kubernetes client: pip install 'pod-replace-guard[live]'"
+        ) from error
+    try:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+    except ConfigException as error:
+        raise LiveError(f"cannot load kubeconfig: {error}") from error
+    except (OSError, ValueError) as error:
+        raise LiveError(f"cannot load kubeconfig: {type(error).__name__}") from error
+
+
 class Cluster:
     """The cluster of a kubeconfig, through the kubernetes client."""
 
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
-        try:
-            from kubernetes import client, config
-            from kubernetes.config.config_exception import ConfigException
-        except ImportError as error:
-            raise LiveError(
-                "--live needs the kubernetes client: pip install 'pod-replace-guard[live]'"
-            ) from error
-        try:
-            api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-            contexts, current = config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
-        except (ConfigException, OSError) as error:
-            raise LiveError(f"cannot load kubeconfig: {error}") from error
+        api = kube_api_client(kubeconfig, context)
+        from kubernetes import client, config
+
+        # The namespace of the chosen context, as kubectl uses it (the file loaded).
+        contexts, current = config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
         chosen = context or current["name"]
         self.default_namespace: str = (
             next((e["context"].get("namespace") for e in contexts if e["name"] == chosen), None)

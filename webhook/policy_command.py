@@ -23,7 +23,7 @@ from webhook.admission_policy import (
     generate,
     uncovered_fields,
 )
-from webhook.cli import UsageError
+from webhook.cli import UsageError, read_source
 from webhook.settings import ConfigError, load_settings
 
 DEFAULT_SCHEMA_VERSION = "v1.34.4"
@@ -64,20 +64,12 @@ def _read_json(path: str, what: str) -> Any:
 
 
 def _api_client(kubeconfig: str | None, context: str | None) -> Any:
-    try:
-        from kubernetes import config
-        from kubernetes.config.config_exception import ConfigException
-    except ImportError as error:
-        raise UsageError(
-            "--live and --check need the kubernetes client: pip install 'pod-replace-guard[live]'"
-        ) from error
+    from webhook.live import LiveError, kube_api_client
 
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-    except ConfigException as error:
-        raise UsageError(f"cannot load kubeconfig: {error}") from error
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot load kubeconfig: {type(error).__name__}") from error
+        return kube_api_client(kubeconfig, context)
+    except LiveError as error:
+        raise UsageError(str(error)) from error
 
 
 def _get_json(api: Any, path: str, what: str) -> Any:
@@ -107,16 +99,10 @@ def _get_json(api: Any, path: str, what: str) -> Any:
 
 def _read_policy(path: str, stdin: IO[str]) -> dict[str, Any]:
     """The ValidatingAdmissionPolicy in a YAML or JSON file (- for stdin)."""
+    text = read_source(path, stdin)
     try:
-        if path == "-":
-            text = stdin.read()
-        else:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
         documents = list(yaml.safe_load_all(text))
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror}") from error
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
+    except yaml.YAMLError as error:
         raise UsageError(f"{path} is neither JSON nor YAML") from error
     except RecursionError as error:
         raise UsageError(f"{path} nests too deeply") from error
