@@ -75,11 +75,11 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # webhook/worker.py says why.
         "worker_class": "webhook.worker.GuardedWorker",
         "worker_connections": settings.max_connections,
-        # A listening socket per worker (SO_REUSEPORT), so the kernel spreads new
-        # connections over the workers. With one shared socket the first worker to wake
-        # took a whole burst of the API server's kept-alive connections and kept them:
-        # one core did the work of two (docs/benchmarks.md, "Where the time goes").
-        "reuse_port": True,
+        # One listening socket shared by the workers, not one each (reuse_port): with
+        # SO_REUSEPORT a connection the kernel queues for a worker that then dies is
+        # reset, so a crashed worker cost its clients a second failure on reconnect
+        # (tests/reliability/test_load.py, docs/benchmarks.md "Tried and not kept").
+        "reuse_port": False,
         "workers": settings.workers,
         "threads": settings.threads,
         "keepalive": settings.keepalive,
