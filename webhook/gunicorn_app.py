@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
+from webhook.balance import ConnectionTally
 from webhook.logs import configure_logging, gunicorn_logconfig
 from webhook.settings import MULTIPROC_ENV, Settings
 
@@ -123,6 +124,9 @@ def _child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    tally = getattr(server.app, "connection_tally", None)
+    if isinstance(tally, ConnectionTally):
+        tally.release(worker.pid)
 
 
 def webhook_app(settings: Settings, readiness: Readiness) -> Flask:
@@ -137,7 +141,9 @@ class WebhookApplication(BaseApplication):  # type: ignore[misc]
     :meth:`load` runs in each worker after the fork and gives it its own Flask app and
     certificate reloader. The worker (webhook/worker.py) reads ``settings`` for its
     deadlines and budgets, calls :meth:`tls_context` for each new connection, and sets
-    ``draining`` on SIGTERM, which :meth:`readiness` reports.
+    ``draining`` on SIGTERM, which :meth:`readiness` reports, and publishes the
+    connections it holds in ``connection_tally`` (shared memory made here, before the
+    fork) so that the workers share kept-alive connections evenly (webhook/balance.py).
     """
 
     def __init__(
@@ -150,6 +156,8 @@ class WebhookApplication(BaseApplication):  # type: ignore[misc]
         self.options = gunicorn_options(settings) if options is None else options
         self.app_factory = app_factory
         self.draining = threading.Event()
+        # Room for the workers and their replacements while the old ones drain.
+        self.connection_tally = ConnectionTally(2 * settings.workers + 2)
         self._reloader: CertificateReloader | None = None
         super().__init__()
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import selectors
 import socket
 import ssl
@@ -61,6 +62,7 @@ from gunicorn import http, util
 from gunicorn import sock as gunicorn_sock
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from webhook.balance import ConnectionTally
 from webhook.settings import Settings, port_of
 
 # Longest request head (request line and headers) read into the buffer. The API
@@ -76,6 +78,17 @@ HEADERS_TOO_LARGE: Final = (
     b"Connection: close\r\nContent-Length: 0\r\n\r\n"
 )
 
+# Complete requests up to this size are answered by the loop thread itself; larger ones
+# (and plain-HTTP requests: /metrics, the probes) go to a pool thread. Handing a request
+# to a thread and back costs two thread wake-ups and a GIL hand-over per request, which
+# on a busy node is most of the latency a small review adds (docs/benchmarks.md).
+ANSWER_IN_LOOP_BYTES: Final = 256 * 1024
+# A worker holding more connections than another leaves a waiting connection to it
+# (webhook/balance.py): it stops watching the listeners for ACCEPT_PAUSE_SECONDS at a
+# time, and takes the connection itself once it has waited ACCEPT_DEFER_SECONDS (the
+# other worker may be busy, stopped or gone).
+ACCEPT_PAUSE_SECONDS: Final = 0.002
+ACCEPT_DEFER_SECONDS: Final = 0.02
 LOGGED_REFUSALS: Final = 10
 # How long a connection whose client sent its close_notify waits for the client's FIN.
 CLOSE_LINGER_SECONDS: Final = 1.0
@@ -86,6 +99,7 @@ class Phase(Enum):
     READING = "reading"  # waiting for (the rest of) a request
     QUEUED = "queued"  # complete, waiting for a thread (memory budget)
     BUSY = "busy"  # a thread is answering it
+    WRITING = "writing"  # answered in the loop; the response is still being sent
     IDLE = "idle"  # kept alive between requests
     CLOSING = "closing"  # the client sent its TLS close_notify; waiting for its FIN
 
@@ -219,6 +233,34 @@ class GuardedConnection(TConn):  # type: ignore[misc]
         self.must_close = False
         self.continue_sent = False
         self.events = 0  # selector events registered for it
+        # A response written by the loop thread, not yet sent (Phase.WRITING).
+        self.outgoing = bytearray()
+        self.keep_after_write = False
+
+
+class ResponseBuffer:
+    """The socket gunicorn writes a response to when the loop thread answers: it keeps
+    the bytes, which the loop then sends without blocking (a client that does not read
+    its responses must not stop the loop)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def send(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+    def gettimeout(self) -> float:
+        """Non-blocking, as far as gunicorn's error writer asks (it never waits)."""
+        return 0.0
+
+    def close(self) -> None:
+        """Closing is the loop's business (it still holds the real socket)."""
 
 
 class GuardedWorker(ThreadWorker):  # type: ignore[misc]
@@ -245,6 +287,14 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.decoding_bytes = 0
         self.busy_threads = 0
         self.paused: set[GuardedConnection] = set()
+        self._dispatching = False
+        self.tally: ConnectionTally | None = getattr(self.app, "connection_tally", None)
+        self._tally_index = -1
+        self._tally_pid = 0
+        self._paused_listeners: list[socket.socket] = []
+        self._listeners_resume_at = 0.0
+        self._defer_started = 0.0
+        self._defer_seen = 0.0
         self._refusal_window = 0.0
         self._refusals = 0
 
@@ -257,6 +307,9 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             listener.setblocking(False)
             self.poller.register(listener, selectors.EVENT_READ, self._accept)
         self._accepting = True
+        if self.tally is not None:
+            self._tally_pid = os.getpid()
+            self._tally_index = self.tally.claim(self._tally_pid, self.age)
         while self.alive:
             self.notify()
             self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
@@ -264,6 +317,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
                 break
             self._expire(time.monotonic())
             self._resume_paused()
+            self._resume_listeners()
 
         # Draining: keep accepting and answering (with Connection: close) until every
         # connection is gone or the graceful timeout ends.
@@ -277,6 +331,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
             self._expire(time.monotonic())
             self._resume_paused()
+            self._resume_listeners()
         for conn in list(self.connections):
             self._close(conn)
         self.tpool.shutdown(wait=False)
@@ -290,13 +345,13 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         super().handle_exit(sig, frame)
 
     def _wait_seconds(self) -> float:
-        if not self.connections:
-            return 1.0
         waiting = [
             c.deadline
             for c in self.connections
             if c.phase not in (Phase.BUSY, Phase.QUEUED) and c not in self.paused
         ]
+        if self._paused_listeners:
+            waiting.append(self._listeners_resume_at)
         if not waiting:
             return 1.0
         return max(0.0, min(1.0, min(waiting) - time.monotonic()))
@@ -304,6 +359,9 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
     # -- accepting, and shedding at the bound ----------------------------------------
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # a burst of connections is taken in one go
+            if self._leaves_to_others():
+                self._pause_listeners()
+                return
             try:
                 sock, client = listener.accept()
             except OSError as error:
@@ -311,10 +369,48 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
                     self._shed_one()  # no descriptor left: make room, try next time
                 return
             now = time.monotonic()
+            self._defer_started = 0.0
             if len(self.connections) >= self.max_connections and not self._shed_one():
                 util.close(sock)  # everything held is busy: refuse the newcomer
                 continue
             self._open(sock, client, listener.getsockname(), now)
+
+    def _leaves_to_others(self) -> bool:
+        """Whether a waiting connection is better taken by a worker holding fewer,
+        for up to ACCEPT_DEFER_SECONDS from when this worker first left it."""
+        if self.tally is None:
+            return False
+        fewest = self.tally.fewest_elsewhere(self._tally_index)
+        if fewest is None or len(self.connections) <= fewest:
+            return False
+        now = time.monotonic()
+        if now - self._defer_seen > 2 * ACCEPT_PAUSE_SECONDS + 0.01:
+            self._defer_started = 0.0  # a new connection, not the one left before
+        self._defer_seen = now
+        if not self._defer_started:
+            self._defer_started = now
+        return now - self._defer_started < ACCEPT_DEFER_SECONDS
+
+    def _pause_listeners(self) -> None:
+        if self._paused_listeners:
+            return
+        for listener in self.sockets:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(listener)
+                self._paused_listeners.append(listener)
+        self._listeners_resume_at = time.monotonic() + ACCEPT_PAUSE_SECONDS
+
+    def _resume_listeners(self) -> None:
+        if not self._paused_listeners or time.monotonic() < self._listeners_resume_at:
+            return
+        for listener in self._paused_listeners:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.register(listener, selectors.EVENT_READ, self._accept)
+        self._paused_listeners = []
+
+    def _publish_connections(self) -> None:
+        if self.tally is not None and self._tally_index >= 0:
+            self.tally.publish(self._tally_index, self._tally_pid, len(self.connections))
 
     def _open(self, sock: socket.socket, client: Any, server: Any, now: float) -> None:
         port = server[1] if isinstance(server, tuple) else None
@@ -332,6 +428,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         conn.deadline = now + (self.handshake_timeout if tls else self.request_timeout)
         self.connections.add(conn)
         self.per_address[conn.address] += 1
+        self._publish_connections()
         self._advance(conn)
 
     def _shed_one(self) -> bool:
@@ -383,6 +480,9 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         try:
             if conn.phase is Phase.HANDSHAKE:
                 self._handshake(conn)
+            if conn.phase is Phase.WRITING:
+                self._write(conn)
+                return
             if conn.phase in (Phase.READING, Phase.IDLE):
                 self._read(conn)
         except ssl.SSLError as error:
@@ -512,25 +612,85 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
 
     # -- handing complete requests to threads, within the memory budget ---------------
     def _dispatch(self) -> None:
-        while self.queued and self.busy_threads < self.cfg.threads:
-            conn = self.queued[0]
-            if self.decoding_bytes and self.decoding_bytes + conn.body_bytes > self.inflight_budget:
-                return  # answered once a thread frees budget
-            self.queued.popleft()
-            self.decoding_bytes += conn.body_bytes
-            self.busy_threads += 1
-            if conn.parser is None:
-                conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-            conn.parser.unreader.unread(conn.buffer)  # copied into the parser's buffer
-            self.buffered_bytes -= len(conn.buffer)
-            conn.buffer = bytearray()
-            conn.phase = Phase.BUSY
-            conn.sock.setblocking(True)
-            # A thread never waits on the socket longer than this (a response the
-            # client does not read, a request framing misjudged).
-            conn.sock.settimeout(self.request_timeout)
-            self.enqueue_req(conn)
+        if self._dispatching:
+            return  # called again from a request answered below: the loop goes on
+        self._dispatching = True
+        try:
+            while self.queued:
+                conn = self.queued[0]
+                if self._answers_in_loop(conn):
+                    self.queued.popleft()
+                    self._take_buffer(conn)
+                    self._answer_in_loop(conn)
+                    continue
+                if self.busy_threads >= self.cfg.threads:
+                    break
+                if (
+                    self.decoding_bytes
+                    and self.decoding_bytes + conn.body_bytes > self.inflight_budget
+                ):
+                    break  # answered once a thread frees budget
+                self.queued.popleft()
+                self.decoding_bytes += conn.body_bytes
+                self.busy_threads += 1
+                self._take_buffer(conn)
+                conn.phase = Phase.BUSY
+                conn.sock.setblocking(True)
+                # A thread never waits on the socket longer than this (a response the
+                # client does not read, a request framing misjudged).
+                conn.sock.settimeout(self.request_timeout)
+                self.enqueue_req(conn)
+        finally:
+            self._dispatching = False
         self._resume_paused()
+
+    def _answers_in_loop(self, conn: GuardedConnection) -> bool:
+        """Small admission requests: decoding and judging one takes well under a
+        millisecond, less than handing it to a thread and back."""
+        return conn.tls and not conn.must_close and conn.body_bytes <= ANSWER_IN_LOOP_BYTES
+
+    def _take_buffer(self, conn: GuardedConnection) -> None:
+        """Move the buffered request into the connection's parser."""
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(conn.buffer)  # copied into the parser's buffer
+        self.buffered_bytes -= len(conn.buffer)
+        conn.buffer = bytearray()
+
+    def _answer_in_loop(self, conn: GuardedConnection) -> None:
+        """Parse and answer a complete request here, then send the answer without
+        blocking. The parser has the whole request, so it never waits on the socket
+        (which stays non-blocking: a misjudged framing fails, it does not stall)."""
+        conn.phase = Phase.BUSY
+        written = ResponseBuffer()
+        sock, conn.sock = conn.sock, written
+        try:
+            keep = bool(self.handle(conn))
+        finally:
+            conn.sock = sock
+        conn.outgoing = written.data
+        conn.keep_after_write = keep
+        conn.phase = Phase.WRITING
+        conn.deadline = time.monotonic() + self.request_timeout
+        self._write(conn)
+
+    def _write(self, conn: GuardedConnection) -> None:
+        """Send what the loop answered; the request is done once all of it is sent."""
+        outgoing = conn.outgoing
+        while outgoing:
+            try:
+                sent = conn.sock.send(outgoing[:RECV_BYTES])
+            except (ssl.SSLWantWriteError, BlockingIOError):
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            except ssl.SSLWantReadError:
+                self._watch(conn, selectors.EVENT_READ)
+                return
+            except (OSError, ValueError):
+                self._close(conn)
+                return
+            del outgoing[:sent]
+        self._request_done(conn, conn.keep_after_write)
 
     def _resume_paused(self) -> None:
         """Read the paused requests again once there is budget, or once nothing else
@@ -548,32 +708,37 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         """A thread is done with ``conn`` (runs in the loop)."""
         self.busy_threads -= 1
         self.decoding_bytes -= conn.body_bytes
-        conn.body_bytes = 0
-        conn.phase = Phase.IDLE
         try:
             keep = bool(fs.result()) if not fs.cancelled() else False
         except Exception:
             keep = False
+        if keep and conn in self.connections:
+            conn.sock.setblocking(False)
+        self._request_done(conn, keep)
+        self._dispatch()
+
+    def _request_done(self, conn: GuardedConnection, keep: bool) -> None:
+        """A request on ``conn`` is answered: close it, or wait for the next one."""
+        conn.body_bytes = 0
+        conn.phase = Phase.IDLE
         if not keep or conn.must_close or conn not in self.connections:
             self._close(conn)
-        else:
-            now = time.monotonic()
-            conn.served += 1
-            conn.last_used = now
-            leftover = conn.parser.unreader.take_buffered()
-            conn.sock.setblocking(False)
-            conn.continue_sent = False
-            conn.deadline = now + self.cfg.keepalive
-            if not self.alive:
-                conn.deadline = max(conn.deadline, now + self.cfg.graceful_timeout)
-            if leftover:  # a pipelined request, already read
-                conn.buffer += leftover
-                self.buffered_bytes += len(leftover)
-                conn.phase = Phase.READING
-                conn.deadline = now + self.request_timeout
-            self._watch(conn, selectors.EVENT_READ)
-            self._advance(conn)
-        self._dispatch()
+            return
+        now = time.monotonic()
+        conn.served += 1
+        conn.last_used = now
+        leftover = conn.parser.unreader.take_buffered()
+        conn.continue_sent = False
+        conn.deadline = now + self.cfg.keepalive
+        if not self.alive:
+            conn.deadline = max(conn.deadline, now + self.cfg.graceful_timeout)
+        if leftover:  # a pipelined request, already read
+            conn.buffer += leftover
+            self.buffered_bytes += len(leftover)
+            conn.phase = Phase.READING
+            conn.deadline = now + self.request_timeout
+        self._watch(conn, selectors.EVENT_READ)
+        self._advance(conn)
 
     # -- threads ------------------------------------------------------------------------
     def handle(self, conn: GuardedConnection) -> Any:
@@ -618,6 +783,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.per_address[conn.address] -= 1
         if not self.per_address[conn.address]:
             del self.per_address[conn.address]
+        self._publish_connections()
         self.paused.discard(conn)
         if conn.phase is Phase.QUEUED:
             self.queued.remove(conn)
@@ -627,6 +793,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.events = 0
         self.buffered_bytes -= len(conn.buffer)
         conn.buffer = bytearray()
+        conn.outgoing = bytearray()
         if conn.phase is not Phase.BUSY:
             util.close(conn.sock)
         self._resume_paused()
