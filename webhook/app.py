@@ -170,8 +170,7 @@ def validate() -> Response:
             "user": user.get("username", ""),
             "dry_run": bool(req.get("dryRun")),
         }
-        metrics.requests.labels(operation=operation, decision=decision.outcome).inc()
-        metrics.duration.labels(operation=operation).observe(duration)
+        metrics.count_decision(operation, decision.outcome, duration)
         for violation in decision.violations[:MAX_COUNTED_VIOLATIONS]:
             metrics.count_violation(violation.segments)
         _log_decision(decision, fields, duration)

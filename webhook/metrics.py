@@ -26,6 +26,8 @@ DURATION_BUCKETS: Final = (
 # A pod has a few hundred field paths; this bounds the label set even for hostile input.
 MAX_VIOLATION_LABELS: Final = 500
 OTHER_LABEL: Final = "other"
+# (operation, outcome) pairs whose metric children are kept: 4 operations x 5 outcomes.
+MAX_CACHED_DECISION_LABELS: Final = 20
 
 
 def multiprocess_enabled() -> bool:
@@ -69,12 +71,30 @@ class Metrics:
             registry=registry,
         )
         self._violation_labels: set[str] = set()
+        self._decision_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.in_flight = Gauge(
             "pod_replace_guard_in_flight_requests",
             "Admission requests being handled now.",
             registry=registry,
             multiprocess_mode="livesum",
         )
+
+    def count_decision(self, operation: str, outcome: str, seconds: float) -> None:
+        """One answered review: its count by outcome and its duration.
+
+        The labelled children are kept per (operation, outcome), a handful of pairs,
+        rather than looked up again on every request."""
+        key = (operation, outcome)
+        children = self._decision_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(operation=operation, decision=outcome),
+                self.duration.labels(operation=operation),
+            )
+            if len(self._decision_children) < MAX_CACHED_DECISION_LABELS:
+                self._decision_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_violation(self, path: PathSegments) -> None:
         """Count one violation under its rule-level label, keeping the label set bounded.

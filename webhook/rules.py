@@ -176,17 +176,19 @@ def _diff_maps(
     depth: int,
     out: _Paths,
 ) -> None:
-    keys = list(old)
-    keys.extend(key for key in new if key not in old)
-    for key in sorted(keys, key=str):
-        old_value = old.get(key)
-        new_value = new.get(key)
-        # Equal subtrees are skipped with one C-level comparison; only differing
-        # branches are walked, so the cost stays linear in the size of the pod.
-        if old_value is new_value or old_value == new_value:
-            continue
+    # Equal subtrees are skipped with one C-level comparison; only differing branches
+    # are walked (in key order), so the cost stays linear in the size of the pod.
+    differing = [
+        key
+        for key, old_value in old.items()
+        if not (old_value is (new_value := new.get(key)) or old_value == new_value)
+    ]
+    differing.extend(
+        key for key, new_value in new.items() if new_value is not None and key not in old
+    )
+    for key in sorted(differing, key=str):
         child = node.children.get(str(key), _LEAF)
-        _diff(old_value, new_value, child, (*path, str(key)), depth + 1, out)
+        _diff(old.get(key), new.get(key), child, (*path, str(key)), depth + 1, out)
 
 
 def _finalizers_only_removed(old: Mapping[str, object], new: Mapping[str, object]) -> bool:
