@@ -3,7 +3,8 @@
 The local control plane of the end-to-end suite (etcd + kube-apiserver v1.34 on
 loopback, ``tests.e2e.cluster.local_control_plane``) serves label patches of pods
 (merge patches: an UPDATE for admission) sent with the official Python client, in
-five configurations that take turns in every round:
+five configurations, side by side: each has its own namespace (labelled
+``prg-bench=<configuration>``) and only that namespace's pods are judged by it:
 
 - ``none``: no admission configured for pods beyond the API server's built-ins;
 - ``webhook``: pod-replace-guard (``python -m webhook serve``, production settings)
@@ -18,17 +19,27 @@ five configurations that take turns in every round:
   with the same ValidatingWebhookConfiguration, only the url differs: the least any
   webhook costs the API server. ``ratio_vs_floor_p50`` is our added p50 over its.
 
-Each configuration is checked to be in force before it is measured (a dry-run
-finalizer patch is denied, or allowed for ``none``). Latency is measured in the
-client around each call (the response is read but not turned into model objects, so
-the client's own cost stays small and equal across configurations): many calls one
-after another on one pod, then a few threads with their own pod and client at once.
-The pods are realistic Deployment-like pods (3 containers), so each review is ~15 KB.
+The webhook configurations and policy bindings differ from the shipped ones only by
+that namespace condition. Each configuration is checked to be in force in its
+namespace before anything is measured (a dry-run finalizer patch is denied by the
+expected webhook or policy, or allowed for ``none``).
+
+The calls take turns: one call per configuration, in an order that rotates, then the
+next, so every configuration sees the same machine at the same moment and the
+differences between them (what each adds) are not the drift of a shared machine
+between minutes. Latency is measured in the client around each call (the response is
+read but not turned into model objects, so the client's own cost stays small and
+equal across configurations): calls one after another, then a few threads at once,
+each with its own pods and client. CPU per request is measured apart, each
+configuration alone for a while (the control plane's CPU cannot be told apart
+otherwise). The pods are realistic Deployment-like pods (3 containers), so each review
+is ~15 KB.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 import time
@@ -51,19 +62,24 @@ from benchmarks.common import (
 from webhook.admission_policy import POLICY_NAME
 from webhook.certs import write_certificates
 
-NAMESPACE = "bench"
+BENCH_LABEL = "prg-bench"
 # configuration -> (manifest, policy name)
 POLICIES = {
     "vap": (REPO / "benchmarks" / "vap.yaml", POLICY_NAME),
     "vap_minimal": (REPO / "benchmarks" / "vap-minimal.yaml", "pod-replace-guard-cel-minimal"),
 }
+WEBHOOKS = ("webhook", "floor")
 PROBE = {"metadata": {"finalizers": ["bench.example.com/probe"]}}
 CONFIGS = ("none", "webhook", "vap", "vap_minimal", "floor")
 # The Go floor's answer to the probe (benchmarks/gofloor/main.go DenyMessage).
 FLOOR_DENIAL = "gofloor: probe denied"
 
 
-def _pod_manifest(name: str) -> dict[str, Any]:
+def namespace_of(config: str) -> str:
+    return "bench-" + config.replace("_", "-")
+
+
+def _pod_manifest(name: str, namespace: str) -> dict[str, Any]:
     source = payloads.pod(containers=3, annotation_bytes=256, name=name)
     metadata = source["metadata"]
     spec = source["spec"]
@@ -79,7 +95,7 @@ def _pod_manifest(name: str) -> dict[str, Any]:
         "kind": "Pod",
         "metadata": {
             "name": name,
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             "labels": metadata["labels"],
             "annotations": metadata["annotations"],
             "ownerReferences": metadata["ownerReferences"],
@@ -88,22 +104,35 @@ def _pod_manifest(name: str) -> dict[str, Any]:
     }
 
 
-def _latencies_sequential(core: Any, pod: str, count: int, tag: str) -> list[float]:
-    values = []
+Target = tuple[str, str]  # (configuration, pod)
+
+
+def _patch(core: Any, config: str, pod: str, tag: str) -> float:
+    """One label patch of ``pod`` in ``config``'s namespace; milliseconds."""
+    body = {"metadata": {"labels": {"bench-seq": tag}}}
+    started = time.perf_counter()
+    response = core.patch_namespaced_pod(pod, namespace_of(config), body, _preload_content=False)
+    response.read()  # the whole answer, as a client reads it
+    response.release_conn()
+    return (time.perf_counter() - started) * 1000
+
+
+def _latencies_in_turn(
+    core: Any, configs: tuple[str, ...], pod: str, count: int, tag: str
+) -> dict[str, list[float]]:
+    """``count`` calls per configuration, one of each in turn (the order rotating)."""
+    values: dict[str, list[float]] = {config: [] for config in configs}
     for index in range(count):
-        body = {"metadata": {"labels": {"bench-seq": f"{tag}-{index}"}}}
-        started = time.perf_counter()
-        response = core.patch_namespaced_pod(pod, NAMESPACE, body, _preload_content=False)
-        response.read()  # the whole answer, as a client reads it
-        response.release_conn()
-        values.append((time.perf_counter() - started) * 1000)
+        shift = index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            values[config].append(_patch(core, config, pod, f"{tag}-{index}"))
     return values
 
 
 def _latencies_concurrent(
-    make_core: Callable[[], Any], pods: list[str], count: int, tag: str
-) -> tuple[list[float], float]:
-    results: list[list[float]] = [[] for _ in pods]
+    make_core: Callable[[], Any], configs: tuple[str, ...], pods: list[str], count: int, tag: str
+) -> tuple[dict[str, list[float]], float]:
+    results: list[dict[str, list[float]]] = [{} for _ in pods]
     errors: list[BaseException] = []
     cores = [make_core() for _ in pods]
     barrier = threading.Barrier(len(pods) + 1)
@@ -111,7 +140,9 @@ def _latencies_concurrent(
     def work(slot: int) -> None:
         try:
             barrier.wait()
-            results[slot] = _latencies_sequential(cores[slot], pods[slot], count, f"{tag}-{slot}")
+            results[slot] = _latencies_in_turn(
+                cores[slot], configs, pods[slot], count, f"{tag}-{slot}"
+            )
         except BaseException as error:  # reported by the caller
             errors.append(error)
 
@@ -125,7 +156,8 @@ def _latencies_concurrent(
     elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return [value for chunk in results for value in chunk], elapsed
+    merged = {config: [v for chunk in results for v in chunk[config]] for config in configs}
+    return merged, elapsed
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -139,27 +171,29 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 class _Admission:
-    """Switches between the configurations and waits until each is in force."""
+    """Installs every configuration, each bound to its own namespace, and checks that
+    each is in force there."""
 
     def __init__(self, plane: Any, core: Any, urls: dict[str, str], ca_bundle: str) -> None:
         self.plane = plane
         self.core = core
-        self.urls = urls  # webhook configuration -> url
+        self.urls = urls  # configuration -> the url of its webhook
         self.ca_bundle = ca_bundle
 
-    def _probe(self) -> str:
+    def _probe(self, config: str) -> str:
+        """Which admission answers a finalizer added in ``config``'s namespace."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             response = self.core.patch_namespaced_pod(
-                "bench-0", NAMESPACE, PROBE, dry_run="All", _preload_content=False
+                "bench-0", namespace_of(config), PROBE, dry_run="All", _preload_content=False
             )
             response.read()
         except ApiException as error:
             text = str(error.body or "")
-            for config, (_, name) in POLICIES.items():
+            for policy, (_, name) in POLICIES.items():
                 if f"ValidatingAdmissionPolicy '{name}'" in text:
-                    return config
+                    return policy
             if FLOOR_DENIAL in text:
                 return "floor"
             if "admission webhook" in text and "denied the request" in text:
@@ -167,31 +201,48 @@ class _Admission:
             return f"error {error.status}: {text[:200]}"
         return "none"
 
-    def use(self, config: str, timeout: float = 60.0) -> None:
-        from tests.e2e.cluster import install_webhook, remove_webhook
+    def install(self, configs: tuple[str, ...], timeout: float = 60.0) -> None:
+        import yaml
 
-        if config in self.urls:
-            install_webhook(self.plane, self.urls[config], self.ca_bundle, "Fail")
-        else:
-            remove_webhook(self.plane)
-        for policy, (manifest, _) in POLICIES.items():
-            if policy != config:
-                self.plane.kubectl(
-                    "delete", "-f", str(manifest), "--ignore-not-found", "--wait=true"
-                )
-        if config in POLICIES:
-            self.plane.kubectl("apply", "-f", str(POLICIES[config][0]))
+        from tests.e2e.cluster import webhook_configuration
+
+        only_here = {"key": BENCH_LABEL, "operator": "In"}
+        documents: list[dict[str, Any]] = []
+        for config in configs:
+            if config in WEBHOOKS:
+                hooks = copy.deepcopy(webhook_configuration(self.plane))
+                hooks["metadata"]["name"] += f"-bench-{namespace_of(config)}"
+                for hook in hooks["webhooks"]:
+                    hook["clientConfig"] = {"url": self.urls[config], "caBundle": self.ca_bundle}
+                    hook["failurePolicy"] = "Fail"
+                    selector = hook.setdefault("namespaceSelector", {})
+                    selector.setdefault("matchExpressions", []).append(
+                        {**only_here, "values": [config]}
+                    )
+                documents.append(hooks)
+            elif config in POLICIES:
+                for document in yaml.safe_load_all(POLICIES[config][0].read_text()):
+                    if document and document["kind"] == "ValidatingAdmissionPolicyBinding":
+                        document["spec"].setdefault("matchResources", {})["namespaceSelector"] = {
+                            "matchExpressions": [{**only_here, "values": [config]}]
+                        }
+                    if document:
+                        documents.append(document)
+        self.plane.apply(documents)
         deadline = time.monotonic() + timeout
-        seen = ""
-        while time.monotonic() < deadline:
-            seen = self._probe()
-            if seen == config:
-                # The informers of every API server goroutine have caught up once the
-                # probe sees the change; give stragglers a moment.
-                time.sleep(0.5)
-                return
+        waiting = list(configs)
+        seen: dict[str, str] = {}
+        while waiting and time.monotonic() < deadline:
+            for config in list(waiting):
+                seen[config] = self._probe(config)
+                if seen[config] == config:
+                    waiting.remove(config)
             time.sleep(0.2)
-        raise TimeoutError(f"admission configuration {config} not in force (probe: {seen})")
+        if waiting:
+            raise TimeoutError(f"admission configurations not in force: {seen}")
+        # The informers of every API server goroutine have caught up once the probes
+        # see the change; give stragglers a moment.
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -208,6 +259,7 @@ def run(work_dir: Path) -> dict[str, Any]:
     sequential = 150 if short else 600
     threads = 4
     per_thread = 40 if short else 150
+    alone = 100 if short else 300
     try:
         from kubernetes import client
 
@@ -216,8 +268,9 @@ def run(work_dir: Path) -> dict[str, Any]:
         return {"skipped": f"tests.e2e.cluster is not importable: {error}"}
 
     log(
-        f"apiserver: {rounds} round(s) x {len(CONFIGS)} configurations: {sequential} sequential "
-        f"label patches, then {threads} threads x {per_thread}"
+        f"apiserver: {len(CONFIGS)} configurations side by side, {rounds} round(s) of "
+        f"{sequential} sequential label patches each in turn, then {threads} threads x "
+        f"{per_thread} each; CPU: {alone} patches per configuration alone"
     )
     cert_dir = work_dir / "certs"
     issued = write_certificates(cert_dir, "pod-replace-guard", "pod-replace-guard")
@@ -229,18 +282,24 @@ def run(work_dir: Path) -> dict[str, Any]:
     try:
         started = time.monotonic()
         version = plane.server_version()
-        plane.apply(
-            [
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-                {
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {"name": "default", "namespace": NAMESPACE},
-                },
-            ]
-        )
         pods = [f"bench-{index}" for index in range(threads + 1)]
-        plane.apply([_pod_manifest(name) for name in pods])
+        for config in CONFIGS:
+            namespace = namespace_of(config)
+            plane.apply(
+                [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": namespace, "labels": {BENCH_LABEL: config}},
+                    },
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ServiceAccount",
+                        "metadata": {"name": "default", "namespace": namespace},
+                    },
+                ]
+            )
+            plane.apply([_pod_manifest(name, namespace) for name in pods])
         core = client.CoreV1Api(plane.api_client())
 
         def make_core() -> Any:
@@ -252,51 +311,53 @@ def run(work_dir: Path) -> dict[str, Any]:
         ):
             urls = {"webhook": server.url, **({"floor": floor.url} if floor else {})}
             configs = tuple(config for config in CONFIGS if config != "floor" or floor)
-            admission = _Admission(plane, core, urls, issued.ca_bundle)
+            _Admission(plane, core, urls, issued.ca_bundle).install(configs)
             control_pids = [process.pid for process in getattr(plane, "processes", [])]
+            webhook_pids = {"webhook": server.pid, **({"floor": floor.pid} if floor else {})}
 
             def cpu_now() -> dict[str, float]:
-                """CPU seconds so far: etcd + kube-apiserver, the webhook, this client."""
+                """CPU seconds so far: etcd + kube-apiserver, the webhooks, this client."""
                 return {
                     "control_plane": sum(cpu_seconds(pid) for pid in control_pids),
-                    # whichever webhook is in force: the other one is idle
-                    "webhook": tree_cpu_seconds(server.pid)
-                    + (tree_cpu_seconds(floor.pid) if floor else 0.0),
+                    "webhook": sum(tree_cpu_seconds(pid) for pid in webhook_pids.values()),
                     "client": cpu_seconds(os.getpid()),
                 }
 
+            _latencies_in_turn(core, configs, pods[0], 20, "warm")
             samples: dict[str, dict[str, list[dict[str, Any]]]] = {
                 config: {"sequential": [], "concurrent": []} for config in configs
             }
             for round_index in range(rounds):
-                shift = round_index % len(configs)
-                order = configs[shift:] + configs[:shift]
-                for config in order:
-                    admission.use(config)
-                    _latencies_sequential(core, pods[0], 20, f"warm-{config}")
-                    cpu_before = cpu_now()
-                    seq = _latencies_sequential(core, pods[0], sequential, f"{config}{round_index}")
-                    conc, elapsed = _latencies_concurrent(
-                        make_core, pods[1:], per_thread, f"{config}{round_index}"
-                    )
-                    cpu_after = cpu_now()
-                    count = len(seq) + len(conc)
-                    cpu = {
-                        f"{name}_cpu_ms_per_request": rounded(
-                            (cpu_after[name] - cpu_before[name]) * 1000 / count
-                        )
-                        for name in cpu_before
-                    }
-                    samples[config]["sequential"].append({**_stats(seq), **cpu})
+                seq = _latencies_in_turn(core, configs, pods[0], sequential, f"s{round_index}")
+                conc, elapsed = _latencies_concurrent(
+                    make_core, configs, pods[1:], per_thread, f"c{round_index}"
+                )
+                for config in configs:
+                    samples[config]["sequential"].append(_stats(seq[config]))
                     samples[config]["concurrent"].append(
-                        {**_stats(conc), "rps": rounded(len(conc) / elapsed, 1)}
+                        {
+                            **_stats(conc[config]),
+                            "rps_all_configurations": rounded(
+                                sum(len(v) for v in conc.values()) / elapsed, 1
+                            ),
+                        }
                     )
-                    log(
-                        f"apiserver: {config:7s} sequential p50 {_stats(seq)['p50_ms']:.2f} ms "
-                        f"p99 {_stats(seq)['p99_ms']:.2f} ms; {threads} threads p50 "
-                        f"{_stats(conc)['p50_ms']:.2f} ms p99 {_stats(conc)['p99_ms']:.2f} ms"
+                log(
+                    f"apiserver: round {round_index + 1}: sequential p50/p99 ms "
+                    + ", ".join(
+                        f"{config} {_stats(seq[config])['p50_ms']:.2f}/"
+                        f"{_stats(seq[config])['p99_ms']:.2f}"
+                        for config in configs
                     )
-            admission.use("none")
+                )
+            cpu: dict[str, dict[str, float]] = {}
+            for config in configs:
+                before = cpu_now()
+                _latencies_in_turn(core, (config,), pods[0], alone, "cpu")
+                after = cpu_now()
+                cpu[config] = {
+                    name: rounded((after[name] - before[name]) * 1000 / alone) for name in before
+                }
         elapsed_total = time.monotonic() - started
     finally:
         plane_context.__exit__(None, None, None)
@@ -305,7 +366,7 @@ def run(work_dir: Path) -> dict[str, Any]:
         return rounded(median(float(item[key]) for item in samples[config][kind]))
 
     def added(config: str, kind: str, key: str) -> float:
-        # per round, then the median: the three configurations ran minutes apart at most
+        # per round (the configurations took turns call by call), then the median
         pairs = zip(samples[config][kind], samples["none"][kind], strict=True)
         return rounded(median(float(a[key]) - float(b[key]) for a, b in pairs))
 
@@ -327,9 +388,8 @@ def run(work_dir: Path) -> dict[str, Any]:
 
     def floor_ratio(key: str) -> float | None:
         """Our added latency over the floor's; None when what the floor adds is under a
-        tenth of the latency without admission: then it is lost in the run's noise (a
-        p99 moves more than that between rounds on a busy machine) and a ratio to it
-        says nothing."""
+        tenth of the latency without admission: then it is lost in the run's noise and
+        a ratio to it says nothing."""
         floor_added = added("floor", "sequential", key)
         if not floor_added > 0.1 * med("none", "sequential", key):
             return None
@@ -346,6 +406,7 @@ def run(work_dir: Path) -> dict[str, Any]:
             "concurrent_floor_added_p99_ms": added("floor", "concurrent", "p99_ms"),
         }
     return {
+        "method": "side by side: one namespace per configuration, calls in turn",
         "added_p50_ms": added("webhook", "sequential", "p50_ms"),
         "added_p99_ms": added("webhook", "sequential", "p99_ms"),
         "ratio_vs_vap": ratio_to_vap("sequential", "p50_ms"),
@@ -358,21 +419,18 @@ def run(work_dir: Path) -> dict[str, Any]:
         "concurrent_added_p99_ms": added("webhook", "concurrent", "p99_ms"),
         "concurrent_vap_added_p50_ms": added("vap", "concurrent", "p50_ms"),
         **floor_figures,
-        "cpu_ms_per_request": {
-            config: {
-                name: table[config]["sequential"].get(f"{name}_cpu_ms_per_request")
-                for name in ("control_plane", "webhook", "client")
-            }
-            for config in configs
-        },
+        "cpu_ms_per_request": cpu,
         "table": table,
         "rounds": rounds,
         "sequential_per_round": sequential,
         "concurrent_threads": threads,
         "concurrent_per_thread": per_thread,
+        "cpu_calls_alone": alone,
         "kubernetes": version,
         "review_bytes_approx": len(
-            payloads.encoded({"o": _pod_manifest("bench-0"), "n": _pod_manifest("bench-0")})
+            payloads.encoded(
+                {"o": _pod_manifest("bench-0", "x"), "n": _pod_manifest("bench-0", "x")}
+            )
         ),
         "seconds": round(elapsed_total, 1),
         "samples": samples,

@@ -7,15 +7,29 @@ its body) keeps that thread forever, and a few dozen such clients stop every pod
 in the cluster (with ``failurePolicy: Fail``) and fail the kubelet's probes.
 
 :class:`GuardedWorker` keeps gunicorn's worker model (one selector loop, a thread pool,
-the same request handling and response writing) and moves everything a client controls
+the same request parsing and response writing) and moves everything a client controls
 the pace of into the selector loop, where waiting costs no thread:
 
 - the TLS handshake, non-blocking, within ``handshake_timeout``;
 - the request head and body, read non-blocking into a buffer until complete, within
   ``request_timeout`` from the request's first byte (or from the handshake, for the
-  first request of a connection); only then does a pool thread parse and answer it,
-  from the buffer;
+  first request of a connection);
 - kept-alive connections wait in the loop as before.
+
+A complete request is then answered from the buffer. An admission request of up to
+ANSWER_IN_LOOP_BYTES (nearly all of them) is answered by the loop thread itself, and
+the answer is sent without blocking (a client that does not read it waits alone, in
+``Phase.WRITING``, until its request deadline): handing it to a pool thread and back
+cost two thread wake-ups and GIL hand-overs, most of what a small review added to the
+API server's latency. Larger bodies, and the plain-HTTP listener's /metrics and
+probes, go to the pool as before: the loop goes on reading and answering small
+reviews while a thread decodes a large one (they share the GIL, which Python hands
+over every 5 ms).
+
+New connections are spread over the workers by how many each holds
+(webhook/balance.py): a worker holding more than another leaves a waiting connection
+to it for a few milliseconds, so a client's kept-alive connections do not all land on
+whichever worker was idle when they were opened.
 
 Connections are bounded per worker (``max_connections``). At the bound a new connection
 is still accepted, and another is closed to make room: one of the client address that
@@ -69,6 +83,10 @@ from webhook.settings import Settings, port_of
 # server's are a few hundred bytes; gunicorn's own limits apply when it parses.
 MAX_HEAD_BYTES: Final = 64 * 1024
 RECV_BYTES: Final = 256 * 1024
+# Reads per readiness event, until the socket has nothing more: the API server writes
+# a review in several TLS records, and taking those already arrived in one go saves a
+# trip round the loop each; the bound keeps one fast sender from holding the loop.
+READS_PER_WAKE: Final = 16
 # Requests up to this size are read whatever the buffer budget (webhook reviews are
 # mostly 10-50 KiB); only larger ones wait for budget.
 SMALL_REQUEST_BYTES: Final = 64 * 1024
@@ -113,31 +131,33 @@ class RequestFraming:
     buffer, and the connection is closed after (``must_close``).
     """
 
-    __slots__ = ("body_bytes", "complete", "expects_continue", "must_close")
+    __slots__ = ("body_bytes", "complete", "end", "expects_continue", "must_close")
 
     def __init__(self) -> None:
         self.complete = False
         self.must_close = False
         self.body_bytes = 0
         self.expects_continue = False
+        # Where the request ends in the buffer, when its Content-Length says (what
+        # follows is the next, pipelined request); None: the parser finds the end.
+        self.end: int | None = None
 
 
 def request_framing(buffer: bytes | bytearray, max_body: int) -> RequestFraming | None:
     """The framing of the request at the start of ``buffer``; None: head incomplete."""
     framing = RequestFraming()
     limit = MAX_HEAD_BYTES + 4
-    # The blank line that ends the head; gunicorn also accepts bare LF line endings.
-    ends = [
-        (index, width)
-        for index, width in (
-            (buffer.find(b"\r\n\r\n", 0, limit), 4),
-            (buffer.find(b"\n\n", 0, limit), 2),
-        )
-        if index >= 0
-    ]
-    if not ends:
+    # The blank line that ends the head; gunicorn also accepts bare LF line endings. A
+    # bare one only counts before the first CRLF one: searching the whole buffer for it
+    # scanned every body (a tenth of a small review's CPU).
+    crlf_end = buffer.find(b"\r\n\r\n", 0, limit)
+    lf_end = buffer.find(b"\n\n", 0, crlf_end + 2 if crlf_end >= 0 else limit)
+    if lf_end >= 0 and (crlf_end < 0 or lf_end < crlf_end):
+        head_end, width = lf_end, 2
+    elif crlf_end >= 0:
+        head_end, width = crlf_end, 4
+    else:
         return None
-    head_end, width = min(ends)
     body_start = head_end + width
     length: int | None = None
     chunked = False
@@ -164,6 +184,7 @@ def request_framing(buffer: bytes | bytearray, max_body: int) -> RequestFraming 
         framing.body_bytes = 0
         return framing
     framing.complete = len(buffer) >= body_start + length
+    framing.end = body_start + length
     return framing
 
 
@@ -236,6 +257,7 @@ class GuardedConnection(TConn):  # type: ignore[misc]
         # A response written by the loop thread, not yet sent (Phase.WRITING).
         self.outgoing = bytearray()
         self.keep_after_write = False
+        self.request_end: int | None = None
 
 
 class ResponseBuffer:
@@ -288,9 +310,12 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.busy_threads = 0
         self.paused: set[GuardedConnection] = set()
         self._dispatching = False
+        # Connections to read again on the next turn of the loop (_request_done).
+        self.ready: deque[GuardedConnection] = deque()
         self.tally: ConnectionTally | None = getattr(self.app, "connection_tally", None)
         self._tally_index = -1
         self._tally_pid = 0
+        self._closing = 0  # connections in Phase.CLOSING
         self._paused_listeners: list[socket.socket] = []
         self._listeners_resume_at = 0.0
         self._defer_started = 0.0
@@ -315,6 +340,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
             if not self.is_parent_alive():
                 break
+            self._advance_ready()
             self._expire(time.monotonic())
             self._resume_paused()
             self._resume_listeners()
@@ -329,6 +355,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         while self.connections and time.monotonic() < ends:
             self.notify()
             self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
+            self._advance_ready()
             self._expire(time.monotonic())
             self._resume_paused()
             self._resume_listeners()
@@ -344,7 +371,15 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.draining.set()
         super().handle_exit(sig, frame)
 
+    def _advance_ready(self) -> None:
+        ready, self.ready = self.ready, deque()
+        for conn in ready:
+            if conn in self.connections and conn.phase in (Phase.READING, Phase.IDLE):
+                self._advance(conn)
+
     def _wait_seconds(self) -> float:
+        if self.ready:
+            return 0.0
         waiting = [
             c.deadline
             for c in self.connections
@@ -381,7 +416,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         if self.tally is None:
             return False
         fewest = self.tally.fewest_elsewhere(self._tally_index)
-        if fewest is None or len(self.connections) <= fewest:
+        if fewest is None or self.held <= fewest:
             return False
         now = time.monotonic()
         if now - self._defer_seen > 2 * ACCEPT_PAUSE_SECONDS + 0.01:
@@ -408,9 +443,15 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
                 self.poller.register(listener, selectors.EVENT_READ, self._accept)
         self._paused_listeners = []
 
+    @property
+    def held(self) -> int:
+        """Connections that can still carry a request (not those the client is closing),
+        what the workers balance."""
+        return len(self.connections) - self._closing
+
     def _publish_connections(self) -> None:
         if self.tally is not None and self._tally_index >= 0:
-            self.tally.publish(self._tally_index, self._tally_pid, len(self.connections))
+            self.tally.publish(self._tally_index, self._tally_pid, self.held)
 
     def _open(self, sock: socket.socket, client: Any, server: Any, now: float) -> None:
         port = server[1] if isinstance(server, tuple) else None
@@ -521,7 +562,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         if conn in self.paused:
             return
         received = False
-        while True:
+        for _ in range(READS_PER_WAKE):
             if self._over_budget(conn):
                 # Over the buffer budget: stop reading this large request until others
                 # are answered. The wait is ours, not the client's: its deadline stops
@@ -545,6 +586,8 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
                     conn.phase = Phase.CLOSING
                     conn.deadline = time.monotonic() + CLOSE_LINGER_SECONDS
                     self._watch(conn, 0)
+                    self._closing += 1
+                    self._publish_connections()
                     return
                 self._close(conn)
                 return
@@ -555,8 +598,10 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.buffer += data
             self.buffered_bytes += len(data)
             received = True
-            if conn.tls and not conn.sock.pending() and len(data) < RECV_BYTES:
-                break
+        else:
+            # Stopped by the bound with more perhaps waiting, possibly inside the TLS
+            # object where the selector cannot see it: read again on the next turn.
+            self.ready.append(conn)
         if received or conn.buffer:
             self._check_complete(conn)
         if conn.phase in (Phase.READING, Phase.IDLE):
@@ -600,10 +645,14 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             return
         conn.must_close = framing.must_close
         conn.body_bytes = framing.body_bytes
+        conn.request_end = None if framing.must_close else framing.end
         conn.phase = Phase.QUEUED
-        self._watch(conn, 0)
         self.queued.append(conn)
         self._dispatch()
+        if conn.phase is Phase.QUEUED:
+            # Waiting for a thread or for memory budget: not read meanwhile. (One the
+            # loop answers at once stays watched, saving two epoll_ctl calls.)
+            self._watch(conn, 0)
 
     def _refuse(self, conn: GuardedConnection, response: bytes) -> None:
         with contextlib.suppress(OSError, ssl.SSLError):
@@ -630,6 +679,9 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
                     and self.decoding_bytes + conn.body_bytes > self.inflight_budget
                 ):
                     break  # answered once a thread frees budget
+                self._watch(conn, 0)  # the thread owns the socket now
+                if conn not in self.connections:
+                    continue  # the selector refused it: closed, and out of the queue
                 self.queued.popleft()
                 self.decoding_bytes += conn.body_bytes
                 self.busy_threads += 1
@@ -650,12 +702,18 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         return conn.tls and not conn.must_close and conn.body_bytes <= ANSWER_IN_LOOP_BYTES
 
     def _take_buffer(self, conn: GuardedConnection) -> None:
-        """Move the buffered request into the connection's parser."""
+        """Move the buffered request into the connection's parser.
+
+        Only that request, when its end is known: pipelined requests behind it stay in
+        the buffer (gunicorn's unreader copies what it holds on every read, so a
+        client that pipelines megabytes would make each request cost megabytes).
+        """
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-        conn.parser.unreader.unread(conn.buffer)  # copied into the parser's buffer
-        self.buffered_bytes -= len(conn.buffer)
-        conn.buffer = bytearray()
+        end = conn.request_end if conn.request_end is not None else len(conn.buffer)
+        conn.parser.unreader.unread(bytes(conn.buffer[:end]))
+        del conn.buffer[:end]  # cheap: a bytearray drops its head in place
+        self.buffered_bytes -= end
 
     def _answer_in_loop(self, conn: GuardedConnection) -> None:
         """Parse and answer a complete request here, then send the answer without
@@ -732,13 +790,17 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         conn.deadline = now + self.cfg.keepalive
         if not self.alive:
             conn.deadline = max(conn.deadline, now + self.cfg.graceful_timeout)
-        if leftover:  # a pipelined request, already read
-            conn.buffer += leftover
+        if leftover:  # read by the parser beyond the request: it comes first
+            conn.buffer[:0] = leftover
             self.buffered_bytes += len(leftover)
+        if conn.buffer:  # a pipelined request, already read
             conn.phase = Phase.READING
             conn.deadline = now + self.request_timeout
         self._watch(conn, selectors.EVENT_READ)
-        self._advance(conn)
+        # Read and answer what is already there on the next turn of the loop, after
+        # the other connections: a client that pipelines requests gets one answered
+        # per turn, like everyone else, not all of them while the others wait.
+        self.ready.append(conn)
 
     # -- threads ------------------------------------------------------------------------
     def handle(self, conn: GuardedConnection) -> Any:
@@ -783,6 +845,8 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.per_address[conn.address] -= 1
         if not self.per_address[conn.address]:
             del self.per_address[conn.address]
+        if conn.phase is Phase.CLOSING:
+            self._closing -= 1
         self._publish_connections()
         self.paused.discard(conn)
         if conn.phase is Phase.QUEUED:

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.reviews import update_review
 from tests.support.server import (
+    Server,
+    connection_owners,
+    established_client_ports,
     free_port,
+    http_request,
     running_server,
     start_server,
     tls_socket,
+    wait_workers,
 )
 from webhook.certs import write_certificates
 
@@ -140,6 +148,141 @@ def test_at_the_connection_bound_the_heaviest_client_is_shed(tmp_path: Path) -> 
         for hog in hogs:
             hog.close()
     assert open_hogs <= 8, f"{open_hogs} of the 30 idle connections still open"
+
+
+def _many_frozen_changes(pod: dict[str, Any]) -> None:
+    pod["spec"]["nodeSelector"] = {f"zone-{index}": "elsewhere" for index in range(300)}
+
+
+def test_a_client_that_never_reads_its_answers_stalls_no_one(tmp_path: Path) -> None:
+    """Small reviews are answered by the selector loop itself, which must never wait on
+    a socket: a client that pipelines reviews and reads none of the answers (its
+    receive buffer is kept tiny) waits alone until its request deadline, while another
+    client is answered. One worker, one thread: nothing else could answer."""
+    env = {"PRG_REQUEST_TIMEOUT": "3"}
+    with running_server(tmp_path, workers=1, threads=1, env=env) as server:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", server.port))
+        hog = server.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
+        hog_port = hog.getsockname()[1]
+        # Denials naming 300 fields: ~25 KB answers, which soon fill the socket buffers.
+        request = http_request(
+            "POST",
+            "/validate",
+            json.dumps(update_review(_many_frozen_changes)).encode(),
+            {"Content-Type": "application/json"},
+        )
+
+        def pipeline() -> None:
+            try:
+                for _ in range(4000):
+                    hog.sendall(request)
+            except (OSError, ssl.SSLError):
+                pass  # the server stopped reading, then closed the connection
+
+        sender = threading.Thread(target=pipeline, daemon=True)
+        sender.start()
+        time.sleep(1.0)
+        assert hog_port in established_client_ports(server)
+        started = time.monotonic()
+        for _ in range(10):
+            status, answer = server.post_review(update_review())
+            assert status == 200
+            assert answer["response"]["allowed"] is True
+        elapsed = time.monotonic() - started
+        closed_after = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if hog_port not in established_client_ports(server):
+                closed_after = time.monotonic() - started
+                break
+            time.sleep(0.1)
+        hog.close()
+        sender.join(5)
+    assert elapsed < 2, f"10 reviews took {elapsed:.1f} s beside a client that reads nothing"
+    assert closed_after is not None, "the connection that reads nothing was never closed"
+
+
+def _wait_until_both_workers_answer(server: Server, timeout: float = 30.0) -> None:
+    """Readiness needs one worker; balancing needs both to have loaded the app (until
+    then the first takes every connection, as it must)."""
+    pids = set(wait_workers(server, 2))
+    answered: set[int | None] = set()
+    deadline = time.monotonic() + timeout
+    while not pids <= answered:
+        assert time.monotonic() < deadline, f"workers {pids - answered} never answered"
+        held = []
+        for _ in range(4):
+            conn = server.connection()
+            status, _answer = server.post_review(update_review(), conn)
+            assert status == 200
+            held.append(conn)
+        ports = [conn.sock.getsockname()[1] for conn in held if conn.sock]
+        answered |= set(connection_owners(server, ports).values())
+        for conn in held:
+            conn.close()
+    time.sleep(0.2)  # the server ends of the closed connections are gone
+
+
+def test_connections_opened_at_once_are_spread_over_the_workers(tmp_path: Path) -> None:
+    """16 kept-alive connections opened one after another, as a client does when its
+    load rises: each of the two workers holds about half of them (webhook/balance.py),
+    not one worker all of them."""
+    with running_server(tmp_path, workers=2) as server:
+        _wait_until_both_workers_answer(server)
+        connections = []
+        for _ in range(16):
+            conn = server.connection()
+            conn.request(
+                "POST",
+                "/validate",
+                json.dumps(update_review()).encode(),
+                {"Content-Type": "application/json"},
+            )
+            assert conn.getresponse().read()
+            connections.append(conn)
+        ports = [conn.sock.getsockname()[1] for conn in connections if conn.sock]
+        owners = connection_owners(server, ports)
+        for conn in connections:
+            conn.close()
+    held = sorted(
+        sum(1 for owner in owners.values() if owner == pid) for pid in set(owners.values())
+    )
+    assert None not in owners.values(), owners
+    assert len(held) == 2, f"one worker holds every connection: {held}"
+    assert held[0] >= 6, f"connections per worker: {held}"
+
+
+def test_a_stopped_worker_does_not_hold_up_new_connections(tmp_path: Path) -> None:
+    """A worker leaves a new connection to a worker holding fewer only for a few
+    milliseconds: with the emptier worker stopped (SIGSTOP), new connections are still
+    taken and answered at once by the other."""
+    with running_server(tmp_path, workers=2) as server:
+        pids = wait_workers(server, 2)
+        busy = server.connection()  # the first worker to answer holds one connection
+        busy.request(
+            "POST",
+            "/validate",
+            json.dumps(update_review()).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert busy.getresponse().read()
+        assert busy.sock is not None
+        holder = connection_owners(server, [busy.sock.getsockname()[1]])
+        other = next(pid for pid in pids if pid not in holder.values())
+        os.kill(other, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            for _ in range(20):
+                status, _answer = server.post_review(update_review())
+                assert status == 200
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(other, signal.SIGCONT)
+            busy.close()
+    assert elapsed < 3, f"20 reviews on new connections took {elapsed:.1f} s"
 
 
 def test_health_listener_serves_probes_and_metrics_but_no_reviews(tmp_path: Path) -> None:

@@ -113,3 +113,35 @@ def test_expect_continue_is_noticed() -> None:
     assert framing is not None
     assert framing.expects_continue
     assert not framing.complete
+
+
+def test_a_request_ends_where_its_content_length_says() -> None:
+    """The worker hands the parser only the first of pipelined requests."""
+    first = head("Content-Length: 2") + b"{}"
+    framing = request_framing(first + head("Content-Length: 3") + b"abc", LIMIT)
+    assert framing is not None
+    assert framing.complete
+    assert framing.end == len(first)
+
+
+def test_the_end_of_a_chunked_request_is_left_to_the_parser() -> None:
+    framing = request_framing(
+        head("Transfer-Encoding: chunked") + chunk(b"ab") + b"0\r\n\r\n", LIMIT
+    )
+    assert framing is not None
+    assert framing.complete
+    assert framing.end is None
+
+
+def test_a_blank_line_in_the_body_does_not_end_the_head() -> None:
+    """The head ends at its first blank line, CRLF or bare LF; a bare one later, in
+    the body, is the body's."""
+    body = b'{"a":\n\n1}'
+    framing = request_framing(head(f"Content-Length: {len(body)}") + body, LIMIT)
+    assert framing is not None
+    assert (framing.complete, framing.body_bytes) == (True, len(body))
+    bare = b"POST /validate HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}"
+    framing = request_framing(bare, LIMIT)
+    assert framing is not None
+    assert framing.complete
+    assert framing.end == len(bare)
