@@ -598,6 +598,12 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.buffer += data
             self.buffered_bytes += len(data)
             received = True
+            if len(data) < RECV_BYTES and not (conn.tls and conn.sock.pending()):
+                # All there is for now; one more recv only if the request is not whole
+                # yet (its next records may have arrived meanwhile).
+                framing = request_framing(conn.buffer, self.max_body)
+                if framing is not None and framing.complete:
+                    break
         else:
             # Stopped by the bound with more perhaps waiting, possibly inside the TLS
             # object where the selector cannot see it: read again on the next turn.
@@ -797,10 +803,12 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.phase = Phase.READING
             conn.deadline = now + self.request_timeout
         self._watch(conn, selectors.EVENT_READ)
-        # Read and answer what is already there on the next turn of the loop, after
-        # the other connections: a client that pipelines requests gets one answered
-        # per turn, like everyone else, not all of them while the others wait.
-        self.ready.append(conn)
+        if conn.buffer or (conn.tls and conn.sock.pending()):
+            # Answer what is already there on the next turn of the loop, after the
+            # other connections: a client that pipelines requests gets one answered
+            # per turn, like everyone else, not all of them while the others wait.
+            # (Bytes still in the socket wake the selector by themselves.)
+            self.ready.append(conn)
 
     # -- threads ------------------------------------------------------------------------
     def handle(self, conn: GuardedConnection) -> Any:
