@@ -316,6 +316,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self._tally_index = -1
         self._tally_pid = 0
         self._closing = 0  # connections in Phase.CLOSING
+        self._notified = 0.0
         self._paused_listeners: list[socket.socket] = []
         self._listeners_resume_at = 0.0
         self._defer_started = 0.0
@@ -366,6 +367,14 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.method_queue.close()
         for listener in self.sockets:
             listener.close()
+
+    def notify(self) -> None:
+        """gunicorn's liveness signal (a utime of its temporary file) at most once a
+        second rather than on every turn of the loop; the master waits 30 s."""
+        now = time.monotonic()
+        if now - self._notified >= 1.0:
+            self._notified = now
+            super().notify()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.draining.set()
@@ -836,7 +845,12 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             # bytes do not turn the close into a reset that loses the response.
             util.close_graceful(conn.sock)
             return False
-        return bool(super()._keepalive_after(conn, keepalive))
+        if not keepalive:
+            return False
+        # Whatever body the app left unread is drained from the parser's buffer: the
+        # loop read the whole request before it was parsed, so this never waits on the
+        # socket (gthread's version bounds a socket drain, at two syscalls a request).
+        return bool(conn.parser.finish_body())
 
     # -- deadlines and closing ------------------------------------------------------------
     def _expire(self, now: float) -> None:
