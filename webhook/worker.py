@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import selectors
 import socket
 import ssl
@@ -314,7 +313,6 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self.ready: deque[GuardedConnection] = deque()
         self.tally: ConnectionTally | None = getattr(self.app, "connection_tally", None)
         self._tally_index = -1
-        self._tally_pid = 0
         self._closing = 0  # connections in Phase.CLOSING
         self._notified = 0.0
         self._paused_listeners: list[socket.socket] = []
@@ -334,8 +332,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             self.poller.register(listener, selectors.EVENT_READ, self._accept)
         self._accepting = True
         if self.tally is not None:
-            self._tally_pid = os.getpid()
-            self._tally_index = self.tally.claim(self._tally_pid, self.age)
+            self._tally_index = self.tally.claim(self.pid, self.age)
         while self.alive:
             self.notify()
             self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
@@ -460,7 +457,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
 
     def _publish_connections(self) -> None:
         if self.tally is not None and self._tally_index >= 0:
-            self.tally.publish(self._tally_index, self._tally_pid, self.held)
+            self.tally.publish(self._tally_index, self.pid, self.held)
 
     def _open(self, sock: socket.socket, client: Any, server: Any, now: float) -> None:
         port = server[1] if isinstance(server, tuple) else None
@@ -571,6 +568,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         if conn in self.paused:
             return
         received = False
+        framing: RequestFraming | None = None  # of the buffer as it is now, if known
         for _ in range(READS_PER_WAKE):
             if self._over_budget(conn):
                 # Over the buffer budget: stop reading this large request until others
@@ -607,6 +605,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.buffer += data
             self.buffered_bytes += len(data)
             received = True
+            framing = None
             if len(data) < RECV_BYTES and not (conn.tls and conn.sock.pending()):
                 # All there is for now; one more recv only if the request is not whole
                 # yet (its next records may have arrived meanwhile).
@@ -618,7 +617,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             # object where the selector cannot see it: read again on the next turn.
             self.ready.append(conn)
         if received or conn.buffer:
-            self._check_complete(conn)
+            self._check_complete(conn, framing)
         if conn.phase in (Phase.READING, Phase.IDLE):
             self._watch(conn, selectors.EVENT_READ)
 
@@ -642,13 +641,17 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         )
         return furthest is not conn
 
-    def _check_complete(self, conn: GuardedConnection) -> None:
+    def _check_complete(
+        self, conn: GuardedConnection, framing: RequestFraming | None = None
+    ) -> None:
+        """``framing``: of the buffer as it is, when _read has just worked it out."""
         if not conn.tls and not conn.buffer[:1].isalpha():
             # Plain HTTP starts with a method; a TLS ClientHello (or anything else) on
             # the health listener is refused at once rather than left to its deadline.
             self._refuse(conn, BAD_REQUEST)
             return
-        framing = request_framing(conn.buffer, self.max_body)
+        if framing is None:
+            framing = request_framing(conn.buffer, self.max_body)
         if framing is None:
             if len(conn.buffer) > MAX_HEAD_BYTES:
                 self._refuse(conn, HEADERS_TOO_LARGE)
