@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from webhook.logs import DECISION_LOGGER
+from webhook.logs import DECISION_LOGGER, log_info_line
 from webhook.metrics import Metrics
 from webhook.policy import Decision, answer_review
 from webhook.review import MalformedReview
@@ -80,21 +80,20 @@ MAX_COUNTED_VIOLATIONS: Final = 200
 
 def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: float) -> None:
     paths = decision.violation_paths
-    decision_log.info(
+    log_info_line(
+        decision_log,
         "admission decision",
-        extra={
-            "fields": {
-                "event": "decision",
-                "uid": decision.uid,
-                **request_fields,
-                "allowed": decision.allowed,
-                "judged": not decision.skip_reason,
-                "skip_reason": decision.skip_reason,
-                "violations": paths[:MAX_LOGGED_VIOLATIONS],
-                "violations_total": decision.violation_count,
-                "mode": decision.mode,
-                "duration_ms": round(duration * 1000, 3),
-            }
+        {
+            "event": "decision",
+            "uid": decision.uid,
+            **request_fields,
+            "allowed": decision.allowed,
+            "judged": not decision.skip_reason,
+            "skip_reason": decision.skip_reason,
+            "violations": paths[:MAX_LOGGED_VIOLATIONS],
+            "violations_total": decision.violation_count,
+            "mode": decision.mode,
+            "duration_ms": round(duration * 1000, 3),
         },
     )
 

@@ -102,6 +102,9 @@ class _Node:
     terminal: bool = False
     children: dict[str, _Node] = field(default_factory=dict)
     items: _Node | None = None
+    # The keys of the terminal children, set once the tree is built: their values are
+    # not compared at all (status and managedFields are a large part of a pod).
+    free_keys: frozenset[str] = frozenset()
 
 
 def _split(rule: str) -> list[str]:
@@ -119,7 +122,14 @@ def _build_tree(paths: Iterable[str]) -> _Node:
             else:
                 node = node.children.setdefault(segment, _Node())
         node.terminal = True
+    _set_free_keys(root)
     return root
+
+
+def _set_free_keys(node: _Node) -> None:
+    node.free_keys = frozenset(key for key, child in node.children.items() if child.terminal)
+    for child in (*node.children.values(), *([node.items] if node.items else [])):
+        _set_free_keys(child)
 
 
 _RULES: Final = _build_tree(UPDATABLE_PATHS + SERVER_MANAGED_PATHS)
@@ -176,15 +186,20 @@ def _diff_maps(
     depth: int,
     out: _Paths,
 ) -> None:
-    # Equal subtrees are skipped with one C-level comparison; only differing branches
-    # are walked (in key order), so the cost stays linear in the size of the pod.
+    # Keys that may change freely are not looked at; equal subtrees are skipped with
+    # one C-level comparison; only differing branches are walked (in key order), so
+    # the cost stays linear in the size of the pod.
+    free = node.free_keys
     differing = [
         key
         for key, old_value in old.items()
-        if not (old_value is (new_value := new.get(key)) or old_value == new_value)
+        if key not in free
+        and not (old_value is (new_value := new.get(key)) or old_value == new_value)
     ]
     differing.extend(
-        key for key, new_value in new.items() if new_value is not None and key not in old
+        key
+        for key, new_value in new.items()
+        if new_value is not None and key not in old and key not in free
     )
     for key in sorted(differing, key=str):
         child = node.children.get(str(key), _LEAF)

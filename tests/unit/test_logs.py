@@ -5,13 +5,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from webhook.logs import DECISION_LOGGER, JsonFormatter, configure_logging, gunicorn_logconfig
+from webhook.logs import (
+    DECISION_LOGGER,
+    JsonFormatter,
+    JsonLineHandler,
+    configure_logging,
+    gunicorn_logconfig,
+    log_info_line,
+)
 
 # --- JSON log lines ---------------------------------------------------------------------------
 
@@ -108,3 +118,206 @@ def test_gunicorn_logconfig_uses_the_json_formatter() -> None:
     assert config["root"]["level"] == "DEBUG"
     assert config["loggers"]["gunicorn.error"]["handlers"] == ["stdout"]
     assert config["handlers"]["stdout"]["stream"] == "ext://sys.stdout"
+
+
+# --- the decision line written at once (log_info_line) ----------------------------------------
+
+FIELDS: dict[str, Any] = {
+    "event": "decision",
+    "uid": "u-9",
+    "name": "web-0",  # a LogRecord-reserved name
+    "allowed": False,
+    "violations": ["spec.nodeName", 'metadata.annotations["a.b/c"]'],
+    "duration_ms": 0.25,
+}
+
+
+@pytest.fixture
+def line_logger(tmp_path: Path) -> Iterator[tuple[logging.Logger, JsonLineHandler, Path]]:
+    """A logger whose records reach one JsonLineHandler writing to a real file."""
+    path = tmp_path / "out.log"
+    stream = path.open("w")
+    handler = JsonLineHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    parent = logging.getLogger("pod_replace_guard.test.lines")
+    parent.handlers[:] = [handler]
+    parent.setLevel(logging.INFO)
+    parent.propagate = False
+    yield parent.getChild("decision"), handler, path
+    parent.handlers.clear()
+    parent.propagate = True
+    parent.filters.clear()
+    stream.close()
+
+
+def sole(logger: logging.Logger, handler: JsonLineHandler) -> logging.Logger:
+    """pytest's log capture adds its handlers to non-propagating loggers when a test's
+    call begins; take them off, so that the record would reach ``handler`` alone."""
+    assert logger.parent is not None
+    logger.parent.handlers[:] = [handler]
+    return logger
+
+
+def file_lines(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def without_time(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in entry.items() if key != "time"}
+
+
+def test_the_line_written_at_once_is_the_line_logging_writes(
+    line_logger: tuple[logging.Logger, JsonLineHandler, Path],
+) -> None:
+    logger, handler, path = line_logger
+    sole(logger, handler)
+    log_info_line(logger, "admission decision", FIELDS)
+    logger.info("admission decision", extra={"fields": FIELDS})
+    fast, through_logging = file_lines(path)
+    assert without_time(fast) == without_time(through_logging)
+    assert list(fast) == list(through_logging)  # the same keys in the same order
+    assert fast["logger"] == "pod_replace_guard.test.lines.decision"
+    assert fast["time"].endswith("Z")
+    assert len(fast["time"]) == len(through_logging["time"])
+
+
+def test_the_line_is_written_without_a_log_record(
+    line_logger: tuple[logging.Logger, JsonLineHandler, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger, handler, path = line_logger
+    sole(logger, handler)
+
+    def no_records(*args: object, **kwargs: object) -> logging.LogRecord:
+        raise AssertionError("a LogRecord was made")
+
+    monkeypatch.setattr(logger, "makeRecord", no_records)
+    log_info_line(logger, "admission decision", FIELDS)
+    (entry,) = file_lines(path)
+    assert entry["uid"] == "u-9"
+
+
+def test_other_handlers_or_filters_get_the_record_as_usual(
+    line_logger: tuple[logging.Logger, JsonLineHandler, Path],
+) -> None:
+    logger, handler, path = line_logger
+    sole(logger, handler)
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    extra = Keep()
+    logger.parent.addHandler(extra)  # type: ignore[union-attr]
+    log_info_line(logger, "admission decision", FIELDS)
+    logger.parent.removeHandler(extra)  # type: ignore[union-attr]
+    assert [record.fields for record in seen] == [FIELDS]  # type: ignore[attr-defined]
+
+    handler.addFilter(lambda record: False)
+    log_info_line(logger, "admission decision", FIELDS)
+    (entry,) = file_lines(path)  # only the first line: the filter dropped the second
+    assert entry["uid"] == "u-9"
+
+
+def test_no_line_below_the_level(
+    line_logger: tuple[logging.Logger, JsonLineHandler, Path],
+) -> None:
+    logger, handler, path = line_logger
+    sole(logger, handler)
+    logger.parent.setLevel(logging.WARNING)  # type: ignore[union-attr]
+    log_info_line(logger, "admission decision", FIELDS)
+    logger.parent.setLevel(logging.INFO)  # type: ignore[union-attr]
+    handler.setLevel(logging.WARNING)
+    log_info_line(logger, "admission decision", FIELDS)
+    assert path.read_text() == ""
+
+
+def test_text_written_through_the_stream_comes_first(
+    line_logger: tuple[logging.Logger, JsonLineHandler, Path],
+) -> None:
+    logger, handler, path = line_logger
+    sole(logger, handler)
+    handler.stream.write('{"message":"buffered"}\n')  # not flushed yet
+    log_info_line(logger, "admission decision", FIELDS)
+    assert [entry["message"] for entry in file_lines(path)] == ["buffered", "admission decision"]
+
+
+def test_a_stream_without_a_descriptor(capsys: pytest.CaptureFixture[str]) -> None:
+    handler = JsonLineHandler(io.StringIO())
+    handler.write_line(b'{"a":1}\n')
+    assert handler.stream.getvalue() == '{"a":1}\n'  # type: ignore[attr-defined]
+    handler.setStream(sys.stdout)  # capsys's, which has no descriptor either
+    handler.write_line(b'{"b":2}\n')
+    assert capsys.readouterr().out == '{"b":2}\n'
+
+
+def test_a_long_line_arrives_whole_through_a_pipe_with_concurrent_writers() -> None:
+    """Lines beyond the pipe's atomic size (4 KiB) from several threads never interleave."""
+    read_end, write_end = os.pipe()
+    handler = JsonLineHandler(os.fdopen(write_end, "w"))
+    logger = logging.getLogger("pod_replace_guard.test.pipe")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    chunks: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: chunks.extend(iter(lambda: os.read(read_end, 65536), b""))
+    )
+    reader.start()
+    fields = {"violations": [f"spec.containers[{i}].env" for i in range(3000)]}  # ~80 KB
+
+    def write_some(worker: int) -> None:
+        for count in range(5):
+            log_info_line(logger, f"line {worker}-{count}", fields)
+
+    try:
+        writers = [threading.Thread(target=write_some, args=(n,)) for n in range(4)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+        handler.stream.close()
+    reader.join(timeout=10)
+    os.close(read_end)
+    entries = [json.loads(line) for line in b"".join(chunks).splitlines()]
+    assert sorted(entry["message"] for entry in entries) == sorted(
+        f"line {n}-{c}" for n in range(4) for c in range(5)
+    )
+    assert all(entry["violations"] == fields["violations"] for entry in entries)
+
+
+def test_a_broken_stream_falls_back_to_logging_error_handling(
+    line_logger: tuple[logging.Logger, JsonLineHandler, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger, handler, _ = line_logger
+    sole(logger, handler)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    handler.setStream(os.fdopen(write_end, "w"))
+    monkeypatch.setattr(logging, "raiseExceptions", True)
+    log_info_line(logger, "admission decision", FIELDS)  # EPIPE: no exception escapes
+    assert "Logging error" in capsys.readouterr().err
+
+
+def test_configure_logging_installs_the_line_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")
+        (handler,) = root.handlers
+        assert isinstance(handler, JsonLineHandler)
+        log_info_line(logging.getLogger(DECISION_LOGGER), "admission decision", FIELDS)
+        out = capsys.readouterr().out
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    (entry,) = [json.loads(line) for line in out.splitlines()]
+    assert entry["logger"] == DECISION_LOGGER
+    assert entry["uid"] == "u-9"

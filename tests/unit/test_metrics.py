@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +170,68 @@ def test_certificate_reload_counter() -> None:
     # Without a registry it is private, so it can be created twice.
     certificate_reload_counter().labels(result="success").inc()
     certificate_reload_counter().labels(result="success").inc()
+
+
+# --- file-backed values (multiprocess mode) ----------------------------------------------------
+
+FORK_CHECK = r"""
+import json, os, sys
+calls = [0]
+real_getpid = os.getpid
+def counting_getpid():
+    calls[0] += 1
+    return real_getpid()
+os.getpid = counting_getpid  # before prometheus_client takes os.getpid as its default
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from webhook.metrics import Metrics
+
+metrics = Metrics(CollectorRegistry())
+metrics.errors.inc()
+before = calls[0]
+for _ in range(3):
+    metrics.errors.inc()
+    metrics.in_flight.inc()
+    metrics.in_flight.dec()
+    metrics.count_decision("UPDATE", "allowed", 0.0004)
+getpid_per_write = (calls[0] - before) / 18
+child = os.fork()
+if child == 0:
+    metrics.errors.inc(10)
+    os._exit(0)
+os.waitpid(child, 0)
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+print(json.dumps({
+    "files": sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])),
+    "parent": os.getpid(), "child": child, "getpid_per_write": getpid_per_write,
+    "errors": registry.get_sample_value("pod_replace_guard_internal_errors_total"),
+    "requests": registry.get_sample_value(
+        "pod_replace_guard_admission_requests_total",
+        {"operation": "UPDATE", "decision": "allowed"}),
+}))
+"""
+
+
+def test_file_backed_values_take_the_pid_from_memory_and_still_follow_a_fork(
+    tmp_path: Path,
+) -> None:
+    """No getpid() per write, yet a forked child writes files of its own pid."""
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_CHECK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["getpid_per_write"] == 0
+    assert f"counter_{got['parent']}.db" in got["files"]
+    assert f"counter_{got['child']}.db" in got["files"]  # the child's own file
+    assert got["errors"] == 4 + 10  # the parent's writes and the child's, summed
+    assert got["requests"] == 3
