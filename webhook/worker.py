@@ -86,6 +86,8 @@ RECV_BYTES: Final = 256 * 1024
 # a review in several TLS records, and taking those already arrived in one go saves a
 # trip round the loop each; the bound keeps one fast sender from holding the loop.
 READS_PER_WAKE: Final = 16
+# How often the loop checks that the master is still there (gunicorn: every turn).
+PARENT_CHECK_SECONDS: Final = 0.2
 # Requests up to this size are read whatever the buffer budget (webhook reviews are
 # mostly 10-50 KiB); only larger ones wait for budget.
 SMALL_REQUEST_BYTES: Final = 64 * 1024
@@ -232,6 +234,32 @@ def _chunked_framing(
         position += 2 if buffer[position : position + 1] == b"\r" else 1
 
 
+def drain_buffered_body(parser: Any) -> bool:
+    """gunicorn's ``Parser.finish_body`` for a request the loop has read whole: the
+    rest of its body comes from the parser's buffer, so the socket's timeout is not
+    saved and restored around it (gunicorn does, an ioctl each way, and again when the
+    next request is parsed). The drained message is then let go, so parsing the next
+    request has nothing left to drain. False: the connection must close, as gunicorn's.
+    """
+    message = parser.mesg
+    if not message:
+        return True
+    body = getattr(message, "body", None)
+    if body is None:
+        return bool(parser.finish_body())
+    if getattr(body, "failed", False) is True:
+        return False
+    try:
+        while body.read(8192):
+            pass
+    except ssl.SSLWantReadError:
+        pass  # nothing more arrived: gunicorn's answer too
+    except (TimeoutError, OSError):
+        return False
+    parser.mesg = None
+    return True
+
+
 class GuardedConnection(TConn):  # type: ignore[misc]
     """A client connection and where it is: phase, buffer and deadline."""
 
@@ -315,6 +343,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self._tally_index = -1
         self._closing = 0  # connections in Phase.CLOSING
         self._notified = 0.0
+        self._parent_checked = 0.0
         self._paused_listeners: list[socket.socket] = []
         self._listeners_resume_at = 0.0
         self._defer_started = 0.0
@@ -336,7 +365,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         while self.alive:
             self.notify()
             self.wait_for_and_dispatch_events(timeout=self._wait_seconds())
-            if not self.is_parent_alive():
+            if not self._parent_alive():
                 break
             self._advance_ready()
             self._expire(time.monotonic())
@@ -372,6 +401,16 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         if now - self._notified >= 1.0:
             self._notified = now
             super().notify()
+
+    def _parent_alive(self) -> bool:
+        """gunicorn's check that the master lives (a getppid() call) at most every
+        PARENT_CHECK_SECONDS rather than on every turn of the loop, which is a turn per
+        request; the master itself waits 30 s (``timeout``) for a silent worker."""
+        now = time.monotonic()
+        if now - self._parent_checked < PARENT_CHECK_SECONDS:
+            return True
+        self._parent_checked = now
+        return bool(self.is_parent_alive())
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.draining.set()
@@ -605,11 +644,18 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.buffer += data
             self.buffered_bytes += len(data)
             received = True
-            framing = None
+            if framing is not None and framing.end is not None and not framing.must_close:
+                # The head is framed and gave the body's length: more body bytes only
+                # change whether it is all there (the API server sends a review's head
+                # and body in separate TLS records, so this saves framing it again).
+                framing.complete = len(conn.buffer) >= framing.end
+            else:
+                framing = None
             if len(data) < RECV_BYTES and not (conn.tls and conn.sock.pending()):
                 # All there is for now; one more recv only if the request is not whole
                 # yet (its next records may have arrived meanwhile).
-                framing = request_framing(conn.buffer, self.max_body)
+                if framing is None:
+                    framing = request_framing(conn.buffer, self.max_body)
                 if framing is not None and framing.complete:
                     break
         else:
@@ -853,7 +899,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         # Whatever body the app left unread is drained from the parser's buffer: the
         # loop read the whole request before it was parsed, so this never waits on the
         # socket (gthread's version bounds a socket drain, at two syscalls a request).
-        return bool(conn.parser.finish_body())
+        return drain_buffered_body(conn.parser)
 
     # -- deadlines and closing ------------------------------------------------------------
     def _expire(self, now: float) -> None:

@@ -7,9 +7,13 @@ anyway), so a wrong "complete" would let a thread block on the socket and a wron
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from webhook.worker import MAX_HEAD_BYTES, request_framing
+import pytest
+from gunicorn import http
+from gunicorn.config import Config
+
+from webhook.worker import MAX_HEAD_BYTES, drain_buffered_body, request_framing
 
 LIMIT = 1000
 HEAD = b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -145,3 +149,55 @@ def test_a_blank_line_in_the_body_does_not_end_the_head() -> None:
     assert framing is not None
     assert framing.complete
     assert framing.end == len(bare)
+
+
+# --- draining what the app left of a body -----------------------------------------------------
+
+
+class BufferedOnlySocket:
+    """A socket that has nothing to give and must not be touched: the whole request is
+    in the parser's buffer, as the loop leaves it."""
+
+    def recv(self, size: int) -> bytes:
+        raise AssertionError("the drain read from the socket")
+
+    def gettimeout(self) -> float:
+        raise AssertionError("the drain looked at the socket's timeout")
+
+    def settimeout(self, value: float | None) -> None:
+        raise AssertionError("the drain changed the socket's timeout (an ioctl)")
+
+
+def parser_with(request: bytes) -> Any:
+    parser = http.get_parser(Config(), BufferedOnlySocket(), ("127.0.0.1", 1))
+    parser.unreader.unread(request)
+    return parser
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b'POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n{"a": true}',
+        b"POST /validate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'4\r\n{"a"\r\n7\r\n: true}\r\n0\r\n\r\n',
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_an_unread_body_is_drained_from_the_buffer_alone(request_bytes: bytes) -> None:
+    second = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    parser = parser_with(request_bytes + second)
+    first = next(parser)
+    first.body.read(3)  # the app read part of the body
+    assert drain_buffered_body(parser)
+    following = next(parser)  # parses straight on: nothing left to drain, no socket
+    assert (following.method, following.path) == ("GET", "/readyz")
+
+
+def test_a_body_that_failed_to_read_closes_the_connection() -> None:
+    parser = parser_with(
+        b"POST /validate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    request = next(parser)
+    with pytest.raises(http.errors.InvalidChunkSize):
+        request.body.read()
+    assert drain_buffered_body(parser) is False
