@@ -40,7 +40,7 @@ class _ProcessId:
 
     prometheus_client's file-backed values compare ``os.getpid()`` with the pid they
     last saw on every write, to notice a fork and open the child's own files. glibc
-    caches no pid, so that is a system call per write, five per review; this gives the
+    caches no pid, so that is a system call per write, about ten per review; this gives the
     same answer from memory, and ``os.register_at_fork`` keeps it right."""
 
     def __init__(self) -> None:

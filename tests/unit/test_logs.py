@@ -321,3 +321,18 @@ def test_configure_logging_installs_the_line_handler(capsys: pytest.CaptureFixtu
     (entry,) = [json.loads(line) for line in out.splitlines()]
     assert entry["logger"] == DECISION_LOGGER
     assert entry["uid"] == "u-9"
+
+
+def test_a_closed_stream_never_fails_the_caller(
+    line_logger: tuple[logging.Logger, JsonLineHandler, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A closed stdout must not turn every review into an error: the line goes to
+    logging, which reports the failure on stderr as it does for any record."""
+    logger, handler, _ = line_logger
+    sole(logger, handler)
+    handler.stream.close()
+    monkeypatch.setattr(logging, "raiseExceptions", True)
+    log_info_line(logger, "admission decision", FIELDS)
+    assert "Logging error" in capsys.readouterr().err
