@@ -27,11 +27,9 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import random
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -41,7 +39,6 @@ from typing import Any
 
 from benchmarks import loadgen, payloads, servers
 from benchmarks.common import REPO, log, median, percentile, rounded, tree_cpu_seconds
-from tests.support.server import free_port, stop_process
 from webhook.certs import write_certificates
 
 WORKTREE = "WORKTREE"
@@ -88,21 +85,7 @@ def checkouts(revisions: Sequence[str], work: Path) -> Iterator[list[tuple[str, 
 
 
 def _connect(port: int, context: ssl.SSLContext) -> http.client.HTTPSConnection:
-    deadline = time.monotonic() + 60
-    while True:
-        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-        try:
-            connection.request("GET", "/readyz")
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                return connection
-        except (OSError, http.client.HTTPException):
-            pass
-        connection.close()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing ready on port {port}")
-        time.sleep(0.2)
+    return http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
 
 
 def _review(connection: http.client.HTTPSConnection, body: bytes) -> float:
@@ -174,28 +157,21 @@ def run(revisions: Sequence[str], rounds: int, seconds: float, cold: int) -> dic
         body = payloads.realistic_review()
         body_file = work / "review.json"
         body_file.write_bytes(body)
-        processes: list[subprocess.Popen[bytes]] = []
-        floor: servers.RunningServer | None = None
+        running: list[servers.RunningServer] = []
         with checkouts(revisions, work) as trees:
             try:
                 served: list[Served] = []
                 for label, tree in trees:
-                    port = free_port()
-                    env = {k: v for k, v in os.environ.items() if not k.startswith("PRG_")}
-                    env["PROMETHEUS_MULTIPROC_DIR"] = str(work / f"metrics-{port}")
-                    with (work / f"{port}.log").open("wb") as out:
-                        process = subprocess.Popen(
-                            [sys.executable, "-m", "webhook", "serve",
-                             "--bind", f"127.0.0.1:{port}", "--cert-dir", str(certs)],
-                            cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT,
-                        )  # fmt: skip
-                    processes.append(process)
-                    served.append(Served(f"{len(served)}:{label}", process.pid, port))
+                    server = servers.start(servers.WEBHOOK, work, certs, cwd=tree)
+                    running.append(server)
+                    served.append(Served(f"{len(served)}:{label}", server.pid, server.port))
+                floor: servers.RunningServer | None = None
                 with contextlib.suppress(servers.GoUnavailable):
                     floor = servers.start(servers.GO_FLOOR, work, certs)
+                    running.append(floor)
                 context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-                for server in served:
-                    server.connection = _connect(server.port, context)
+                for entry in served:
+                    entry.connection = _connect(entry.port, context)
                 result: dict[str, Any] = {"revisions": list(revisions)}
                 if rounds:
                     result["saturated"] = saturated(served, body_file, rounds, seconds)
@@ -208,10 +184,8 @@ def run(revisions: Sequence[str], rounds: int, seconds: float, cold: int) -> dic
                     result["one_at_a_time"] = one_at_a_time(cold_served, body, cold)
                 return result
             finally:
-                for process in processes:
-                    stop_process(process, 10)
-                if floor is not None:
-                    floor.stop()
+                for server in running:
+                    server.stop(10)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -134,8 +134,13 @@ def _environment(work_dir: Path, name: str) -> dict[str, str]:
     return env
 
 
-def start(kind: ServerKind, work_dir: Path, cert_dir: Path, timeout: float = 60.0) -> RunningServer:
-    """Start ``kind`` on a free loopback port; return once every worker is up."""
+def start(
+    kind: ServerKind, work_dir: Path, cert_dir: Path, timeout: float = 60.0, cwd: Path = REPO
+) -> RunningServer:
+    """Start ``kind`` on a free loopback port; return once every worker is up.
+
+    ``cwd``: the checkout whose ``webhook`` package a gunicorn server imports (``-m``
+    puts it first on the path), another revision's for :mod:`benchmarks.compare`."""
     port = free_port()
     log_path = work_dir / f"{kind.key}-{port}.log"
     if kind.gunicorn:
@@ -157,7 +162,7 @@ def start(kind: ServerKind, work_dir: Path, cert_dir: Path, timeout: float = 60.
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_environment(work_dir, f"{kind.key}-{port}"),
-            cwd=REPO,
+            cwd=cwd,
         )
     server = RunningServer(kind, process, port, cert_dir / "ca.crt", log_path)
     deadline = time.monotonic() + timeout

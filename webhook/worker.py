@@ -644,7 +644,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
             conn.buffer += data
             self.buffered_bytes += len(data)
             received = True
-            if framing is not None and framing.end is not None and not framing.must_close:
+            if framing is not None and framing.end is not None:
                 # The head is framed and gave the body's length: more body bytes only
                 # change whether it is all there (the API server sends a review's head
                 # and body in separate TLS records, so this saves framing it again).
