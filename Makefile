@@ -51,17 +51,23 @@ tools: ## build helm and promtool from Go modules (cached outside the clone)
 	hack/tools/build.sh
 
 .PHONY: test
-test: lint ## everything: lint, unit, HTTP, real processes, the chart, the real-apiserver suite; with CI=true also v$(K8S_NEWEST) and kind
-	@# Build (or find cached) kube-apiserver/etcd/kubectl, helm and promtool first,
+test: install ## everything: lint, unit, HTTP, real processes, the chart, the real-apiserver suite; with CI=true also v$(K8S_NEWEST) and kind
+	@# Each step is a stage of .ci/run's closing table (hack/stage.sh). The Go-built
+	@# kube-apiserver/etcd/kubectl, helm and promtool are built (or found cached) first,
 	@# outside pytest's per-test timeout. In CI a missing Go toolchain fails here;
 	@# elsewhere the tests that need them skip with the reason printed.
+	@hack/stage.sh lint $(MAKE) --no-print-directory lint
 	@if [ "$${CI:-}" = "true" ] || command -v go >/dev/null; then \
-	  K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh >/dev/null; \
-	  hack/tools/build.sh >/dev/null; \
+	  hack/stage.sh "build: control plane (default version)" \
+	    env K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh >/dev/null; \
+	  hack/stage.sh "build: helm, promtool" hack/tools/build.sh >/dev/null; \
 	fi
-	$(PY) -m pytest -p no:cacheprovider
+	@hack/stage.sh "suite: everything on the default version" $(PY) -m pytest -p no:cacheprovider
 	@if [ "$${CI:-}" = "true" ] || [ -n "$(FULL)" ]; then \
-	  $(MAKE) --no-print-directory e2e-newest kind-test; \
+	  hack/stage.sh "build: control plane v$(K8S_NEWEST)" \
+	    env K8S_VERSION=$(K8S_NEWEST) tests/e2e/controlplane/build.sh >/dev/null; \
+	  hack/stage.sh "suite: e2e on local v$(K8S_NEWEST)" $(MAKE) --no-print-directory e2e-newest; \
+	  hack/stage.sh "kind: the whole flow" $(MAKE) --no-print-directory kind-test; \
 	else \
 	  echo "SKIPPING the local control plane on v$(K8S_NEWEST) and the kind cluster suite:"; \
 	  echo "  they run with CI=true or FULL=1 (they build Kubernetes $(K8S_NEWEST), and kind needs"; \

@@ -161,6 +161,50 @@ def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# How often check --live reads the pod again when a writer (the kubelet, a controller)
+# changes it between the read and the dry run.
+LIVE_ATTEMPTS = 5
+
+
+def _read_and_dry_run(
+    cluster: Any, manifest: dict[str, Any], name: str, namespace: str
+) -> tuple[dict[str, Any], Any]:
+    """The live pod and the API server's answer to replacing exactly that version.
+
+    As ``kubectl replace``: a manifest that names a resourceVersion replaces the pod
+    only while it is at that version (else UsageError: the pod changed since the
+    manifest was read, which is what kubectl would meet as a Conflict). One that names
+    none replaces the current pod: it is pinned to the version just read, so the rules
+    compare the stored object with exactly the pod it replaces, and a Conflict means
+    the pod changed in between (the kubelet writes status at any time): read again.
+    """
+    from webhook.live import PodChanged
+
+    metadata = manifest.get("metadata") or {}
+    named = metadata.get("resourceVersion")
+    for _ in range(LIVE_ATTEMPTS):
+        live = cluster.read_pod(name, namespace)
+        read = (live.get("metadata") or {}).get("resourceVersion")
+        pinned = {**manifest, "metadata": {**metadata, "resourceVersion": named or read}}
+        try:
+            answer = cluster.dry_run_replace(pinned, name, namespace)
+        except PodChanged as error:
+            if named:
+                raise UsageError(
+                    f"pod {namespace}/{name} has changed since the manifest was read (its "
+                    "metadata.resourceVersion is no longer the pod's): kubectl replace would "
+                    "fail with a Conflict; get the pod again and redo the change"
+                ) from error
+            continue
+        # A manifest naming a version newer than the one read: read again.
+        if not named or named == read:
+            return live, answer
+    raise UsageError(
+        f"pod {namespace}/{name} changed between reading it and the dry run on each of "
+        f"{LIVE_ATTEMPTS} tries; try again"
+    )
+
+
 def check_live(
     manifest: dict[str, Any], kubeconfig: str | None, context: str | None
 ) -> dict[str, Any]:
@@ -176,8 +220,7 @@ def check_live(
     try:
         cluster = Cluster(kubeconfig, context)
         namespace = str(metadata.get("namespace") or cluster.default_namespace)
-        live = cluster.read_pod(name, namespace)
-        answer = cluster.dry_run_replace(manifest, name, namespace)
+        live, answer = _read_and_dry_run(cluster, manifest, name, namespace)
     except LiveError as error:
         raise UsageError(str(error)) from error
     verdict: dict[str, Any] = {"checked": "live", "namespace": namespace, "name": name}

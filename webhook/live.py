@@ -25,6 +25,12 @@ class LiveError(Exception):
     """The cluster could not answer; the message is one line for the CLI."""
 
 
+class PodChanged(LiveError):
+    """The API server refused the update's resourceVersion (409 Conflict): the pod was
+    written after the version the update was made from. Optimistic concurrency, not a
+    verdict on the change."""
+
+
 @dataclass(frozen=True)
 class DryRun:
     """The API server's answer to a dry-run replacement.
@@ -116,7 +122,7 @@ def refusal(status: int, body: object, name: str) -> DryRun:
     """Which layer refused a dry-run update, from the API server's Status body.
 
     Raises LiveError when the answer is not a verdict on the object (not found, no
-    permission, a webhook that could not be called, ...).
+    permission, a webhook that could not be called, ...), PodChanged for a Conflict.
     """
     try:
         decoded = json.loads(body) if isinstance(body, str | bytes) else {}
@@ -140,6 +146,8 @@ def refusal(status: int, body: object, name: str) -> DryRun:
     if status == 422 and document.get("reason") == "Invalid":
         return DryRun(None, "api-server", "", fields)
     reason = str(document.get("reason") or "")
+    if status == 409 and reason == "Conflict":
+        raise PodChanged(f"pod {name} has changed since the version the replacement names")
     if "failed calling webhook" in message:
         reason += " (an admission webhook could not be called)"
     raise LiveError(

@@ -38,13 +38,17 @@ die() { printf 'hack/kind: %s\n' "$*" >&2; exit 1; }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
-# Times one step into $KIND_CACHE/logs/timings.txt (cold and warm runs are reported from it).
+# Times one step into $KIND_CACHE/logs/timings.txt (cold and warm runs are reported from
+# it) and, under .ci/run, into its table of stages ($CI_STAGES, see hack/stage.sh).
 timed() {
   local name=$1 start rc=0
   shift
   start=$(date +%s)
   "$@" || rc=$?
   printf '%s %s %ss rc=%s\n' "$(date -u +%FT%TZ)" "$name" "$(( $(date +%s) - start ))" "$rc" >>"$KIND_CACHE/logs/timings.txt"
+  if [[ -n ${CI_STAGES:-} ]]; then
+    printf '  kind: %s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >>"$CI_STAGES"
+  fi
   log "$name: $(( $(date +%s) - start ))s"
   return "$rc"
 }

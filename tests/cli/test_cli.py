@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from tests.support.reviews import EXAMPLE_POD_FILE, example_pod
-from webhook.cli import OFFLINE_CAVEAT
+from webhook.cli import LIVE_ATTEMPTS, OFFLINE_CAVEAT, UsageError, _read_and_dry_run
+from webhook.live import DryRun, PodChanged
 
 PROG = "pod-replace-guard"
 SECRET = "s3cr3t-DO-NOT-PRINT-cli-93ab"
@@ -458,6 +459,68 @@ def test_live_needs_a_name(tmp_path: Path) -> None:
     del pod["metadata"]["name"]
     result = run("check", "--live", "--new", write_json(tmp_path / "n.json", pod))
     assert_bad_input(result, "--live needs metadata.name")
+
+
+class ScriptedCluster:
+    """Answers check --live's reads and dry runs from a script of resourceVersions: the
+    pod's version at each read, and the version it has reached by each dry run."""
+
+    def __init__(self, read_versions: list[str], dry_run_versions: list[str]) -> None:
+        self.reads = iter(read_versions)
+        self.current = iter(dry_run_versions)
+        self.sent: list[str] = []
+
+    def read_pod(self, name: str, namespace: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": next(self.reads)}
+        }
+
+    def dry_run_replace(self, manifest: dict[str, Any], name: str, namespace: str) -> DryRun:
+        sent = manifest["metadata"]["resourceVersion"]
+        self.sent.append(sent)
+        if sent != next(self.current):
+            raise PodChanged(f"pod {name} has changed")
+        return DryRun(manifest)
+
+
+def manifest_at(version: str | None) -> dict[str, Any]:
+    metadata = {"name": "p", **({"resourceVersion": version} if version else {})}
+    return {"kind": "Pod", "metadata": metadata}
+
+
+def test_live_pins_an_unversioned_manifest_to_the_version_it_read() -> None:
+    cluster = ScriptedCluster(["7"], ["7"])
+    live, answer = _read_and_dry_run(cluster, manifest_at(None), "p", "ns")
+    assert cluster.sent == ["7"]
+    assert live["metadata"]["resourceVersion"] == answer.stored["metadata"]["resourceVersion"]
+
+
+def test_live_reads_again_when_the_pod_changes_before_the_dry_run() -> None:
+    # The kubelet writes status between the read and the dry run, twice.
+    cluster = ScriptedCluster(["7", "8", "9"], ["8", "9", "9"])
+    live, _ = _read_and_dry_run(cluster, manifest_at(None), "p", "ns")
+    assert cluster.sent == ["7", "8", "9"]
+    assert live["metadata"]["resourceVersion"] == "9"
+
+
+def test_live_gives_up_on_a_pod_that_changes_on_every_try() -> None:
+    versions = [str(v) for v in range(LIVE_ATTEMPTS + 1)]
+    cluster = ScriptedCluster(versions[:-1], versions[1:])
+    with pytest.raises(UsageError, match=f"each of {LIVE_ATTEMPTS} tries"):
+        _read_and_dry_run(cluster, manifest_at(None), "p", "ns")
+
+
+def test_live_calls_a_stale_manifest_stale_and_never_retries_it() -> None:
+    cluster = ScriptedCluster(["9"], ["9"])
+    with pytest.raises(UsageError, match="has changed since the manifest was read"):
+        _read_and_dry_run(cluster, manifest_at("7"), "p", "ns")
+    assert cluster.sent == ["7"]
+
+
+def test_live_replaces_a_current_versioned_manifest_as_written() -> None:
+    cluster = ScriptedCluster(["7"], ["7"])
+    _read_and_dry_run(cluster, manifest_at("7"), "p", "ns")
+    assert cluster.sent == ["7"]
 
 
 # --- certs ----------------------------------------------------------------------------------------

@@ -4,6 +4,13 @@ Each case makes a pod, builds a replacement manifest, asks ``check --live`` (a
 server-side dry run through the same API server), then runs ``kubectl replace`` with
 the same manifest and requires the same verdict and the same refusing layer: the API
 server's own validation (ValidatePodUpdate, before any webhook) or the replace rules.
+
+On kind the kubelet writes each pod's status while it starts (and at any time after),
+so the manifests name no resourceVersion, as one kept in git would not; ``kubectl
+replace`` still reads the current version and sends it, and a status write between
+that read and its PUT is a Conflict: optimistic concurrency, not a verdict. The pods
+are Running (and far from their activeDeadlineSeconds) before they are read, and a
+case that meets a Conflict is read, checked and replaced again from the start.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import pytest
 
 from tests.e2e.cluster import ControlPlane, remove_webhook
 from tests.e2e.conftest import Webhook, wait_for_enforcement
-from tests.e2e.test_enforcement import create_pod
+from tests.e2e.test_enforcement import create_pod, get_pod
 from webhook.live import WEBHOOK_NAME
 
 Pod = dict[str, Any]
@@ -29,9 +36,11 @@ Pod = dict[str, Any]
 Build = Callable[[Pod], Pod]
 
 TOLERATION = {"key": "example.com/dedicated", "operator": "Exists", "effect": "NoSchedule"}
-# The default grace period (30 s), so that leaving it out changes nothing.
+# The default grace period (30 s), so that leaving it out changes nothing. The deadline
+# is far beyond the test's run: on kind the kubelet would otherwise end the pods (a
+# status write) in the middle of it.
 BASE_SPEC = {
-    "activeDeadlineSeconds": 30,
+    "activeDeadlineSeconds": 3600,
     "tolerations": [TOLERATION],
     "terminationGracePeriodSeconds": 30,
 }
@@ -138,7 +147,7 @@ CASES = [
     Case("defaults left out", without_defaults(nothing), "allowed"),
     Case("label added", from_live(metadata("labels", {"app": "e2e", "x": "y"})), "allowed"),
     Case("annotation added", from_live(metadata("annotations", {"a": "b"})), "allowed"),
-    Case("activeDeadlineSeconds lowered", from_live(spec("activeDeadlineSeconds", 10)), "allowed"),
+    Case("activeDeadlineSeconds lowered", from_live(spec("activeDeadlineSeconds", 600)), "allowed"),
     Case(
         "toleration added",
         from_live(spec("tolerations", [TOLERATION, {**TOLERATION, "key": "b"}])),
@@ -157,7 +166,7 @@ CASES = [
     ),
     Case("tolerations removed", from_live(spec("tolerations", None)), "api-server"),
     Case(
-        "activeDeadlineSeconds raised", from_live(spec("activeDeadlineSeconds", 600)), "api-server"
+        "activeDeadlineSeconds raised", from_live(spec("activeDeadlineSeconds", 7200)), "api-server"
     ),
     Case("image emptied", from_live(image("")), "api-server"),
     Case(
@@ -191,49 +200,114 @@ CASES = [
 ]
 
 
+CONFLICT = "the object has been modified"
+
+
 def check_live(plane: ControlPlane, manifest: Pod) -> tuple[int, dict[str, Any]]:
-    result = subprocess.run(
+    result = run_check_live(plane, manifest)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def run_check_live(plane: ControlPlane, manifest: Pod) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable, "-m", "webhook", "check", "--live", "--kubeconfig",
             str(plane.kubeconfig), "--new", "-", "-o", "json",
         ],
         input=json.dumps(manifest), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode, json.loads(result.stdout)
 
 
 def replace_verdict(plane: ControlPlane, manifest: Pod) -> str:
+    """The layer that refused ``kubectl replace``, "allowed", or "conflict"."""
     result = plane.kubectl("replace", "-f", "-", input=json.dumps(manifest), check=False)
     if result.returncode == 0:
         return "allowed"
     if f'admission webhook "{WEBHOOK_NAME}" denied the request' in result.stderr:
         return "replace-rules"
+    if CONFLICT in result.stderr:
+        return "conflict"
     assert " is invalid" in result.stderr, result.stderr
     return "api-server"
 
 
-def prepare(plane: ControlPlane, namespace: str, index: int) -> Pod:
-    return create_pod(plane, namespace, f"live-{index:02d}", spec=BASE_SPEC)
+def prepare(plane: ControlPlane, namespace: str, index: int) -> str:
+    name = f"live-{index:02d}"
+    create_pod(plane, namespace, name, spec=BASE_SPEC)
+    return name
+
+
+def wait_until_running(plane: ControlPlane, namespace: str) -> None:
+    """On a cluster, the kubelet's start-up status writes are over (the local control
+    plane has no kubelet: its pods stay Pending and nobody writes them)."""
+    if not plane.local:
+        plane.kubectl(
+            "-n", namespace, "wait", "pod", "--all", "--for=jsonpath={.status.phase}=Running",
+            "--timeout=180s",
+        )  # fmt: skip
+
+
+# A Conflict means the pod changed between kubectl's read and its write: each retry
+# starts from a new read, and more than a few in a row is a failure of its own.
+ATTEMPTS = 4
+
+
+def compare(plane: ControlPlane, namespace: str, case: Case, name: str) -> str | None:
+    """Read, check and replace one case; a disagreement, or None."""
+    for _ in range(ATTEMPTS):
+        manifest = case.build(get_pod(plane, namespace, name))
+        code, verdict = check_live(plane, manifest)
+        assert "s3cr3t" not in json.dumps(verdict)
+        said = verdict["verdict"] if verdict["allowed"] else verdict["layer"]
+        assert code == (0 if verdict["allowed"] else 1)
+        real = replace_verdict(plane, manifest)
+        if real == "conflict":
+            print(f"{case.name}: Conflict on kubectl replace, read again")
+            continue
+        if said != real or (plane.local and real != case.want):
+            return f"{case.name}: check --live {said}, kubectl replace {real}"
+        return None
+    return f"{case.name}: kubectl replace met a Conflict {ATTEMPTS} times in a row"
 
 
 def test_check_live_agrees_with_kubectl_replace(
     plane: ControlPlane, webhook: Webhook, namespace: str
 ) -> None:
     with ThreadPoolExecutor(4) as pool:
-        pods = list(pool.map(lambda i: prepare(plane, namespace, i), range(len(CASES))))
-    manifests = [case.build(live) for case, live in zip(CASES, pods, strict=True)]
+        names = list(pool.map(lambda i: prepare(plane, namespace, i), range(len(CASES))))
+    wait_until_running(plane, namespace)
     with ThreadPoolExecutor(4) as pool:
-        checked = list(pool.map(lambda m: check_live(plane, m), manifests))
-    disagreements = []
-    for case, manifest, (code, verdict) in zip(CASES, manifests, checked, strict=True):
-        real = replace_verdict(plane, manifest)
-        said = verdict["verdict"] if verdict["allowed"] else verdict["layer"]
-        assert code == (0 if verdict["allowed"] else 1)
-        if said != real or (plane.local and real != case.want):
-            disagreements.append(f"{case.name}: check --live {said}, kubectl replace {real}")
-        assert "s3cr3t" not in json.dumps(verdict)
+        found = pool.map(
+            lambda pair: compare(plane, namespace, *pair), zip(CASES, names, strict=True)
+        )
+        disagreements = [d for d in found if d]
     assert not disagreements, "\n".join(disagreements)
+
+
+def test_check_live_calls_a_stale_manifest_stale_as_kubectl_replace_does(
+    plane: ControlPlane, webhook: Webhook, namespace: str
+) -> None:
+    """A manifest that names a resourceVersion the pod has moved on from: kubectl replace
+    meets a Conflict, and check --live says so (exit 2, one line) rather than a verdict.
+    The pod is moved on by a label, on both environments; on kind the kubelet may move it
+    too, which makes the manifest no less stale."""
+    name = prepare(plane, namespace, 98)
+    manifest = copy.deepcopy(get_pod(plane, namespace, name))
+    manifest.pop("status", None)
+    manifest["spec"]["containers"][0]["image"] = NEW_IMAGE  # allowed, were it current
+    plane.kubectl("-n", namespace, "label", "pod", name, "moved=on")
+    result = run_check_live(plane, manifest)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"pod {namespace}/{name} has changed since the manifest was read" in result.stderr
+    assert replace_verdict(plane, manifest) == "conflict"
+    # The same manifest with no resourceVersion replaces the current pod: allowed.
+    del manifest["metadata"]["resourceVersion"]
+    code, verdict = check_live(plane, manifest)
+    assert (code, verdict["verdict"]) == (0, "allowed"), verdict
 
 
 @pytest.mark.local_plane
@@ -242,7 +316,7 @@ def test_check_live_judges_the_rules_without_the_webhook(
 ) -> None:
     """With no webhook installed the dry run succeeds, and check --live applies the
     replace rules to what the API server would store: the same layer is named."""
-    live = prepare(plane, namespace, 99)
+    live = get_pod(plane, namespace, prepare(plane, namespace, 99))
     manifest = from_live(metadata("finalizers", ["example.com/keep"]))(live)
     remove_webhook(plane)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from webhook.live import WEBHOOK_NAME, DryRun, LiveError, refusal
+from webhook.live import WEBHOOK_NAME, DryRun, LiveError, PodChanged, refusal
 
 
 def status(code: int, reason: str, message: str, fields: list[str] | None = None) -> str:
@@ -65,7 +65,6 @@ def test_refusals_name_their_layer(name: str, code: int, body: str, want: DryRun
     ("code", "body", "said"),
     [
         (404, status(404, "NotFound", 'pods "p" not found'), "404 NotFound"),
-        (409, status(409, "Conflict", "the object has been modified"), "409 Conflict"),
         (
             500,
             status(500, "InternalError", 'failed calling webhook "x": connection refused'),
@@ -77,6 +76,12 @@ def test_refusals_name_their_layer(name: str, code: int, body: str, want: DryRun
 def test_answers_that_are_no_verdict_are_errors(code: int, body: str, said: str) -> None:
     with pytest.raises(LiveError, match=said):
         refusal(code, body, "p")
+
+
+def test_a_conflict_is_the_pod_changing_not_a_verdict() -> None:
+    body = status(409, "Conflict", 'Operation cannot be fulfilled on pods "p": modified')
+    with pytest.raises(PodChanged, match="pod p has changed"):
+        refusal(409, body, "p")
 
 
 def test_messages_are_not_kept_as_they_can_quote_values() -> None:
