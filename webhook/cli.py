@@ -452,8 +452,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "workers": settings.workers,
         },
     )
-    run_gunicorn(settings)
-    return 0
+    master = os.getpid()
+    try:
+        run_gunicorn(settings)
+    except SystemExit as stop:
+        # gunicorn ends its master with sys.exit: 0 after draining, else 1 (cannot bind),
+        # 3 (a worker cannot boot), 4 (the app cannot load) or -1. A forked worker's
+        # exit is gunicorn's business (the master reads it): pass it on untouched.
+        if os.getpid() != master or stop.code in (0, None):
+            raise
+        raise UsageError(
+            f"the server stopped: gunicorn exit status {stop.code} (its log says why)"
+        ) from None
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
