@@ -14,9 +14,12 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import yaml
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 from webhook import policy_command
 from webhook.cli_support import (
@@ -61,6 +64,11 @@ SERVER_FILLED_METADATA = (
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse drops an OSError here: a closed pipe must reach main's handler.
+        if message:
+            (file or sys.stderr).write(message)
 
 
 class _StringTimestampLoader(yaml.SafeLoader):
@@ -613,7 +621,11 @@ def main(
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as stop:  # --help, --version
+            sys.stdout.flush()
+            return int(stop.code or 0)
         code = _run(args, stdin, out)
         out.flush()
         return code
