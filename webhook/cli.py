@@ -49,7 +49,10 @@ EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = EXIT_OK, EXIT_NO, EXIT_ERROR
 
 # Metadata the API server takes from the stored object when an update leaves it out
 # (rest.BeforeUpdate), so a manifest without them compares like the server sees it.
+# The namespace comes from the request's URL (rest.ValidNamespace), which for a
+# replacement of the same pod is the old pod's.
 SERVER_FILLED_METADATA = (
+    "namespace",
     "uid",
     "creationTimestamp",
     "deletionTimestamp",

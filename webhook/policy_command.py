@@ -128,6 +128,8 @@ def _settings(args: argparse.Namespace) -> Any:
                 lines = handle.read().splitlines()
         except OSError as error:
             raise UsageError(f"cannot read {args.settings_env}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise UsageError(f"{args.settings_env} is not UTF-8 text") from error
         for line in lines:
             text = line.strip()
             if text and not text.startswith("#"):
