@@ -1,8 +1,10 @@
-"""Command line: ``serve``, ``check``, ``certs``, ``policy`` (``python -m webhook``).
+"""Command line: ``serve``, ``check``, ``certs``, ``client-cert``, ``policy``
+(``pod-replace-guard``, ``python -m webhook``).
 
-Bad input exits 2 with one line on stderr and no traceback; ``check`` exits 0 when the
-update would be allowed, 1 when it would be denied, and 3 when an offline check cannot
-tell (only fields the manifest omits differ, which the API server may default).
+Every failure that is not a verdict exits 2 with one line on stderr and no traceback
+(:func:`main`); ``check`` exits 0 when the update would be allowed, 1 when it would be
+denied, and 3 when an offline check cannot tell (only fields the manifest omits differ,
+which the API server may default). README.md, "Exit codes", has the table per command.
 """
 
 from __future__ import annotations

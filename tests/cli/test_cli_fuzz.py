@@ -93,7 +93,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 # Text a flag might get: never NUL (argv cannot hold it), never an absolute path or a
 # way out of the scratch directory (certs --out writes there).
 SAFE_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/\\~"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00/\\~"),
     max_size=20,
 ).filter(lambda text: ".." not in text)
 

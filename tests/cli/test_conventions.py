@@ -480,3 +480,17 @@ def test_policy_command_does_not_import_the_cli() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean_env()
     )
     assert result.stdout == "False\n"
+
+
+def test_serve_that_cannot_bind_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
+    """gunicorn stops its master with sys.exit(1) (after retrying the bind for ~5 s):
+    the command says so in its one line, exit 2, rather than exiting 1, which the
+    table does not document for serve."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run("serve", "--bind", f"127.0.0.1:{port}", "--cert-dir", str(tmp_path / "c"))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"{PROG}: error: the server stopped: gunicorn exit status 1 (its log says why)"
+    )
