@@ -15,9 +15,22 @@ CLUSTER ?= pod-replace-guard
 IMAGE ?= pod-replace-guard:dev
 NAMESPACE ?= pod-replace-guard
 
+# The variables the targets' descriptions name: `make help` prints their values (with
+# any override), not the $(NAME) of this file. tests/hack/test_makefile.py checks that
+# none is left unexpanded.
+HELP_VARS := BIND CERT_DIR CLUSTER IMAGE K8S_NEWEST NAMESPACE
+
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | \
+	  env $(foreach v,$(HELP_VARS),$(v)='$($(v))') awk -F ':.*## ' '{ \
+	    d = $$2; out = ""; \
+	    while (match(d, /\$$\([A-Z0-9_]+\)/)) { \
+	      name = substr(d, RSTART + 2, RLENGTH - 3); \
+	      value = (name in ENVIRON) ? ENVIRON[name] : substr(d, RSTART, RLENGTH); \
+	      out = out substr(d, 1, RSTART - 1) value; d = substr(d, RSTART + RLENGTH); \
+	    } \
+	    printf "  %-12s %s\n", $$1, out d }'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

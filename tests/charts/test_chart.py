@@ -547,7 +547,7 @@ def test_cert_manager_go_durations(helm: str, duration: str) -> None:
         "--set", f"certificates.certManager.duration={duration}",
         "--set", "certificates.certManager.renewBefore=720h0m0s",
     )  # fmt: skip
-    serving = [d for d in docs if d["metadata"]["name"].endswith("-serving")][0]["spec"]
+    serving = next(d for d in docs if d["metadata"]["name"].endswith("-serving"))["spec"]
     assert (serving["duration"], serving["renewBefore"]) == (duration, "720h0m0s")
 
 
@@ -579,10 +579,18 @@ TEMPLATE_REFUSES: dict[str, tuple[list[str], str]] = {
         "extraEnv[0] PRG_MODE: PRG_* variables are set through settings.*",
     ),
     "extraEnv PROMETHEUS_MULTIPROC_DIR": (
-        ["--set", "extraEnv[0].name=A", "--set", "extraEnv[0].value=a",
-         "--set", "extraEnv[1].name=PROMETHEUS_MULTIPROC_DIR", "--set", "extraEnv[1].value=/x"],
+        [
+            "--set",
+            "extraEnv[0].name=A",
+            "--set",
+            "extraEnv[0].value=a",
+            "--set",
+            "extraEnv[1].name=PROMETHEUS_MULTIPROC_DIR",
+            "--set",
+            "extraEnv[1].value=/x",
+        ],
         "extraEnv[1] PROMETHEUS_MULTIPROC_DIR",
-    ),  # fmt: skip
+    ),
 }
 
 
