@@ -296,16 +296,15 @@ def test_a_renamed_flag_is_caught() -> None:
 @cache
 def prg_names() -> frozenset[str]:
     settings = {env for env, _, _, _ in describe()} | {ENV_PREFIX + "CONFIG"}
-    # knobs of the test suite and the Makefile (make fuzz, make soak)
-    suite = subprocess.run(
-        ["git", "grep", "-ohE", r"\bPRG_[A-Z_]+", "--", "tests", "Makefile"],
+    # and the knobs the test suite reads from its environment (make fuzz, make soak)
+    read = subprocess.run(
+        ["git", "grep", "-ohE", r"environ(\.get\(|\[)\"PRG_[A-Z_]+\"", "--", "tests"],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
-    ).stdout.split()
-    knobs = {name for name in suite if name not in settings and "_" in name[len(ENV_PREFIX) :]}
-    knobs |= {name for name in suite if name in ("PRG_SOAK",)}
+    ).stdout
+    knobs = set(re.findall(r"PRG_[A-Z_]+", read))
     return frozenset(settings | knobs)
 
 
