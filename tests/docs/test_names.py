@@ -91,7 +91,11 @@ WEBHOOK_COMMAND = re.compile(
 @cache
 def tracked() -> frozenset[str]:
     out = subprocess.run(
-        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return frozenset(out.split())
 
