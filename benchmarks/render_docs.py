@@ -274,6 +274,29 @@ Growth {memory.growth_ratio:.3f}× (`memory.growth_ratio`) over {memory.requests
 ({memory.rps:,.0f} req/s, `memory.rps`; workers restarted: {memory.workers_restarted}).
 """
 
+BENCHMARKS_REQUEST_PATH = """\
+| in-process WSGI call (~20 KB review) | CPU µs (2026-11-24, dated) | CPU µs (2026-11-29, dated) | CPU µs (run of {date:.10}) |
+|---|---|---|---|
+| allow-all Flask app (framework only) | 54.5 | 47.8 | {decision.request_path.allow_all_us} |
+| pod-replace-guard app | 270 | 178.4 | {decision.request_path.webhook_us} |
+| … without the decision log line | 229 | 161.8 | {decision.request_path.webhook_no_decision_log_us} |
+| parse + judge + encode, no app | 96.4 | 71.1 | {decision.request_path.decision_us} |
+| decision log line | 41.4 | 16.6 | {decision.request_path.decision_log_us} |
+| metrics, log fields and other glue (incl. freeing the parsed review) | 78.1 | 42.9 | {decision.request_path.metrics_and_glue_us} |
+"""
+
+BENCHMARKS_ALLOW_ALL_RATIO = """\
+**`http.ratio_vs_allow_all` >= 0.85 cannot be reached by making the server faster,
+nor by any webhook that reads the review.** With S the server's per-request cost,
+shared by both apps, and the app's own work on top, the ratio is about
+(S + {decision.request_path.allow_all_us:.0f} µs) / (S + {decision.request_path.webhook_us:.0f} µs) in
+this run's in-process figures (`decision.request_path.allow_all_us`,
+`decision.request_path.webhook_us`); it reaches 0.85 only when S is several hundred µs,
+and falls as the server gets faster. It was 0.67 when the server was slow and 0.54 once
+the allow-all cost what the Go floor costs (dated: issue 12's first rounds, 2026-11-24 and
+2026-11-29), and is {http.ratio_vs_allow_all:.3f} in this run (`http.ratio_vs_allow_all`).
+"""
+
 
 def _template(text: str) -> Callable[[Mapping[str, Any]], str]:
     return lambda results: fill(text, results)
@@ -301,6 +324,8 @@ BLOCKS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "benchmarks-targets": _targets,
     "benchmarks-floor": _template(BENCHMARKS_FLOOR),
     "benchmarks-decision": _report_table(report.decision_tables, "decision", 0),
+    "benchmarks-request-path": _template(BENCHMARKS_REQUEST_PATH),
+    "benchmarks-allow-all-ratio": _template(BENCHMARKS_ALLOW_ALL_RATIO),
     "benchmarks-http": _report_table(report.http_tables, "http", 0),
     "benchmarks-http-meaning": _template(BENCHMARKS_HTTP_MEANING),
     "benchmarks-scale": _report_table(report.scale_tables, "http", 0),
@@ -319,6 +344,8 @@ TEMPLATES: dict[str, str] = {
     "readme-policy-cost": README_POLICY_COST,
     "operations-sizing": OPERATIONS_SIZING,
     "benchmarks-run": BENCHMARKS_RUN,
+    "benchmarks-request-path": BENCHMARKS_REQUEST_PATH,
+    "benchmarks-allow-all-ratio": BENCHMARKS_ALLOW_ALL_RATIO,
     "benchmarks-floor": BENCHMARKS_FLOOR,
     "benchmarks-http-meaning": BENCHMARKS_HTTP_MEANING,
     "benchmarks-scale-meaning": BENCHMARKS_SCALE_MEANING,
