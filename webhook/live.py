@@ -48,6 +48,22 @@ class DryRun:
     fields: list[str] = field(default_factory=list)
 
 
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What the kubernetes client raises when the cluster does not answer: OSError and
+    ValueError, and urllib3's own errors (MaxRetryError after its retries on a refused
+    connection, a failed TLS handshake or a read timeout), which are neither."""
+    from urllib3.exceptions import HTTPError
+
+    return (OSError, ValueError, HTTPError)
+
+
+def unreachable(error: BaseException) -> LiveError:
+    """One line naming what failed (never a response body: it can quote field values)."""
+    cause = getattr(error, "reason", None)
+    detail = type(cause).__name__ if isinstance(cause, BaseException) else type(error).__name__
+    return LiveError(f"cannot reach the cluster: {detail}")
+
+
 def kube_api_client(kubeconfig: str | None, context: str | None) -> Any:
     """An API client for a kubeconfig (``check --live``, ``policy --live``).
 
@@ -97,8 +113,8 @@ class Cluster:
             raise LiveError(
                 f"cannot read pod {namespace}/{name}: {error.status} {error.reason}"
             ) from error
-        except (OSError, ValueError) as error:
-            raise LiveError(f"cannot reach the cluster: {type(error).__name__}") from error
+        except transport_errors() as error:
+            raise unreachable(error) from error
         pod: dict[str, Any] = json.loads(response.data)
         return pod
 
@@ -112,8 +128,8 @@ class Cluster:
             )  # fmt: skip
         except ApiException as error:
             return refusal(error.status, error.body, name)
-        except (OSError, ValueError) as error:
-            raise LiveError(f"cannot reach the cluster: {type(error).__name__}") from error
+        except transport_errors() as error:
+            raise unreachable(error) from error
         stored: dict[str, Any] = json.loads(response.data)
         return DryRun(stored)
 

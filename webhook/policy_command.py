@@ -75,6 +75,8 @@ def _api_client(kubeconfig: str | None, context: str | None) -> Any:
 def _get_json(api: Any, path: str, what: str) -> Any:
     from kubernetes.client.exceptions import ApiException
 
+    from webhook.live import transport_errors, unreachable
+
     try:
         if hasattr(api, "param_serialize"):  # kubernetes >= 33 (openapi-generator 7)
             method, url, headers, body, post = api.param_serialize(
@@ -93,8 +95,8 @@ def _get_json(api: Any, path: str, what: str) -> Any:
         return json.loads(response.data)
     except ApiException as error:
         raise UsageError(f"cannot read {what}: {error.status} {error.reason}") from error
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot reach the cluster: {type(error).__name__}") from error
+    except transport_errors() as error:
+        raise UsageError(str(unreachable(error))) from error
 
 
 def _read_policy(path: str, stdin: IO[str]) -> dict[str, Any]:
