@@ -1,0 +1,538 @@
+"""The selector loop: every socket operation of a worker, and nothing that waits.
+
+One thread owns every client socket: it accepts (webhook/serving/admission.py), does
+the TLS handshake (webhook/serving/handshake.py), reads and feeds each byte once into the
+connection's parser (webhook/serving/protocol.py), answers small admission requests
+itself (webhook/serving/wsgi.py) and sends every response without blocking. A pool
+thread only runs the application for the larger requests and the plain-HTTP listener's
+(/metrics, the probes) and hands the response's bytes back; it never touches a socket.
+
+Bounded work: a connection gets at most READS_PER_WAKE reads a turn, parsing is linear
+in the bytes read, and one complete request is answered per connection per turn (a
+client that pipelines waits its turn like the others).
+
+Deadlines, each the connection's own and never moved back: the TLS handshake within
+``handshake_timeout``; a request within ``request_timeout`` from its first byte (or from
+the handshake, for the first); its response sent within ``request_timeout``; a kept-alive
+connection idle for ``keepalive`` at most. A request cut off by its deadline is answered
+408 when it had started.
+
+Memory: request bytes held by the parsers are capped at twice ``inflight_bytes`` (beyond
+each request's first SMALL_REQUEST_BYTES, which is always read): above that a large
+request stops being read until budget frees, except the one furthest along when nothing
+else can free it; its deadline keeps running. Bodies are handed to threads while those
+being answered add up to at most ``inflight_bytes`` (one is always let through).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from webhook.serving import handshake
+from webhook.serving.admission import AcceptDeferral, Admission, shed_candidate
+from webhook.serving.connection import TIMED, Connection, Phase
+from webhook.serving.protocol import CONTINUE, Request, refusal_bytes
+from webhook.serving.wsgi import WsgiApp, respond
+
+RECV_BYTES: Final = 256 * 1024
+READS_PER_WAKE: Final = 16
+SMALL_REQUEST_BYTES: Final = 64 * 1024
+# Admission requests up to this size are answered by the loop thread: handing one to a
+# thread and back costs two wake-ups and a GIL hand-over (docs/benchmarks.md).
+ANSWER_IN_LOOP_BYTES: Final = 256 * 1024
+# How long a closing connection waits for the client's FIN (discarding what it sends).
+CLOSE_LINGER_SECONDS: Final = 1.0
+ACCEPTS_PER_WAKE: Final = 64
+
+
+class Host(Protocol):
+    """What the loop needs of the gunicorn worker running it."""
+
+    alive: bool
+
+    def heartbeat(self) -> None: ...
+    def parent_alive(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    handshake_timeout: float
+    request_timeout: float
+    keepalive: float
+    graceful_timeout: float
+    max_body: int
+    inflight_bytes: int
+    max_connections: int
+    threads: int
+
+
+class Loop:
+    def __init__(
+        self,
+        host: Host,
+        app: WsgiApp,
+        listeners: list[socket.socket],
+        limits: Limits,
+        tls_context: Callable[[], ssl.SSLContext] | None,
+        tls_port: int | None,
+        deferral: AcceptDeferral,
+        log: Any,
+    ) -> None:
+        self.host = host
+        self.app = app
+        self.listeners = listeners
+        self.limits = limits
+        self.tls_context = tls_context
+        self.tls_port = tls_port
+        self.deferral = deferral
+        self.log = log
+        self.refusals = handshake.RefusalLog(log)
+        self.poller = selectors.DefaultSelector()
+        self.connections: set[Connection] = set()
+        self.admission = Admission(limits.max_connections)
+        self.ready: deque[Connection] = deque()  # to advance on the next turn
+        self.queued: deque[Connection] = deque()  # waiting for a pool thread
+        self.paused: set[Connection] = set()
+        self.buffered = 0  # request bytes held by the parsers
+        self.waiting = 0  # bodies of queued requests
+        self.decoding = 0  # bodies of requests pool threads are answering
+        self.busy = 0
+        self.closing = 0  # connections in Phase.CLOSING
+        self.budget_freed = False
+        self.pool = ThreadPoolExecutor(limits.threads, thread_name_prefix="app")
+        self.finished: deque[tuple[Connection, int, Future[tuple[bytes, bool]]]] = deque()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.listeners_paused_until = 0.0
+
+    # -- running ------------------------------------------------------------------------
+    def run(self) -> None:
+        self.poller.register(self.wake_r, selectors.EVENT_READ, self._threads_done)
+        for listener in self.listeners:
+            listener.setblocking(False)
+            self.poller.register(listener, selectors.EVENT_READ, self._accept)
+        timeout = 0.0
+        while self.host.alive:
+            self.host.heartbeat()
+            timeout = self._turn(timeout)
+            if not self.host.parent_alive():
+                break
+        # Draining: still accepting and answering (with Connection: close) until every
+        # connection is gone or graceful_timeout ends; idle ones are left to the client.
+        ends = time.monotonic() + self.limits.graceful_timeout
+        for conn in self.connections:
+            if conn.phase is Phase.IDLE:
+                conn.deadline = max(conn.deadline, ends)
+        while self.connections and time.monotonic() < ends:
+            self.host.heartbeat()
+            timeout = self._turn(min(timeout, max(0.0, ends - time.monotonic())))
+        for conn in list(self.connections):
+            self._close(conn)
+        self.pool.shutdown(wait=False)
+        self.poller.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        for listener in self.listeners:
+            listener.close()
+
+    def _turn(self, timeout: float) -> float:
+        """One turn; returns how long the next may wait."""
+        for key, _events in self.poller.select(timeout):
+            if isinstance(key.data, Connection):
+                self._advance(key.data)
+            else:
+                key.data(key.fileobj)
+        ready, self.ready = self.ready, deque()
+        for conn in ready:
+            if conn in self.connections and conn.phase in (Phase.READING, Phase.IDLE):
+                self._advance(conn)
+        if self.budget_freed:
+            self._resume_paused()
+        now = time.monotonic()
+        nearest = now + 1.0
+        for conn in list(self.connections):
+            if conn.phase in TIMED:
+                if conn.deadline <= now:
+                    self._expired(conn)
+                elif conn.deadline < nearest:
+                    nearest = conn.deadline
+        if self.listeners_paused_until:
+            if now >= self.listeners_paused_until:
+                self._listen(True)
+            else:
+                nearest = min(nearest, self.listeners_paused_until)
+        return 0.0 if self.ready else max(0.0, nearest - now)
+
+    @property
+    def held(self) -> int:
+        """Connections that can still carry a request: what the workers balance."""
+        return len(self.connections) - self.closing
+
+    # -- accepting -------------------------------------------------------------------------
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPTS_PER_WAKE):
+            if self.deferral.leave_to_others(self.held):
+                self._listen(False)
+                return
+            try:
+                sock, client = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    victim = shed_candidate(self.connections)  # make room for next time
+                    if victim is not None:
+                        self._close(victim)
+                return
+            self.deferral.taken()
+            address = client[0] if isinstance(client, tuple) else "local"
+            admit, victim = self.admission.make_room(address, self.connections)
+            if victim is not None:
+                self._close(victim)
+            if not admit:
+                sock.close()  # every connection of this address is being answered
+                continue
+            self._open(sock, client, listener)
+
+    def _listen(self, on: bool) -> None:
+        """Watch the listeners again, or leave new connections to the other workers
+        for ACCEPT_PAUSE_SECONDS (webhook/balance.py)."""
+        from webhook.serving.admission import ACCEPT_PAUSE_SECONDS
+
+        for listener in self.listeners:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                if on:
+                    self.poller.register(listener, selectors.EVENT_READ, self._accept)
+                else:
+                    self.poller.unregister(listener)
+        self.listeners_paused_until = 0.0 if on else time.monotonic() + ACCEPT_PAUSE_SECONDS
+
+    def _open(self, sock: socket.socket, client: Any, listener: socket.socket) -> None:
+        name = listener.getsockname()
+        server = (str(name[0]), str(name[1])) if isinstance(name, tuple) else (str(name), "")
+        tls = self.tls_context is not None and (
+            self.tls_port is None or server[1] == str(self.tls_port)
+        )
+        peer = (str(client[0]), int(client[1])) if isinstance(client, tuple) else ("local", 0)
+        sock.setblocking(False)
+        if tls:
+            assert self.tls_context is not None
+            try:
+                sock = handshake.wrap(sock, self.tls_context)
+            except (OSError, ssl.SSLError, ValueError):
+                sock.close()
+                return
+        now = time.monotonic()
+        conn = Connection(sock, peer, server, tls, self.limits.max_body, now)
+        limits = self.limits
+        conn.deadline = now + (limits.handshake_timeout if tls else limits.request_timeout)
+        self.connections.add(conn)
+        self.admission.add(conn.address)
+        self.deferral.publish(self.held)
+        self._advance(conn)
+
+    # -- the connection state machine --------------------------------------------------
+    def _watch(self, conn: Connection, events: int) -> None:
+        if conn.events == events:
+            return
+        try:
+            if conn.events and events:
+                self.poller.modify(conn.sock, events, conn)
+            elif events:
+                self.poller.register(conn.sock, events, conn)
+            else:
+                self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            conn.events = 0
+            self._close(conn)
+            return
+        conn.events = events
+
+    def _advance(self, conn: Connection) -> None:
+        try:
+            if conn.phase is Phase.HANDSHAKE:
+                assert isinstance(conn.sock, ssl.SSLSocket)
+                waits = handshake.step(conn.sock)
+                if waits:
+                    self._watch(conn, waits)
+                    return
+                conn.phase = Phase.READING
+                conn.deadline = time.monotonic() + self.limits.request_timeout
+            if conn.phase is Phase.WRITING:
+                self._write(conn)
+            elif conn.phase in (Phase.READING, Phase.IDLE):
+                self._read(conn)
+            elif conn.phase is Phase.CLOSING:
+                self._discard(conn)
+        except ssl.SSLError as error:
+            if conn.phase is Phase.HANDSHAKE and not isinstance(error, ssl.SSLEOFError):
+                self.refusals.refused(conn.client, error)
+            self._close(conn)
+        except (OSError, ValueError):
+            self._close(conn)
+
+    def _read(self, conn: Connection) -> None:
+        protocol = conn.protocol
+        for _ in range(READS_PER_WAKE):
+            if protocol.requests or protocol.refusal or protocol.ended:
+                break  # answered first; nothing more is read meanwhile
+            if self._over_budget(conn):
+                self.paused.add(conn)  # read again once there is budget; the deadline runs
+                self._watch(conn, 0)
+                return
+            try:
+                data = conn.sock.recv(RECV_BYTES)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                break
+            except ssl.SSLWantWriteError:
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            if not data:
+                self._peer_closed(conn)
+                return
+            if conn.phase is Phase.IDLE:
+                conn.phase = Phase.READING  # a request starts: request_timeout from now
+                conn.deadline = time.monotonic() + self.limits.request_timeout
+            protocol.feed(data)
+            self._account(conn)
+            if len(data) < RECV_BYTES and not (conn.tls and conn.sock.pending()):  # type: ignore[attr-defined]
+                break
+        else:
+            self.ready.append(conn)  # stopped by the bound: more may be waiting
+        self._after_input(conn)
+
+    def _after_input(self, conn: Connection) -> None:
+        protocol = conn.protocol
+        if protocol.requests:
+            self._answer(conn)
+        elif protocol.refusal:
+            self._send(conn, refusal_bytes(protocol.refusal), keep=False)
+        elif protocol.ended:
+            self._linger(conn)
+        else:
+            if protocol.wants_continue:
+                protocol.continue_sent = True
+                # Nothing else is in flight on the connection: 25 bytes fit its buffer.
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    conn.sock.send(CONTINUE)
+            self._watch(conn, selectors.EVENT_READ)
+
+    def _account(self, conn: Connection) -> None:
+        held = conn.protocol.held_bytes
+        if held < conn.held:
+            self.budget_freed = True
+        self.buffered += held - conn.held
+        conn.held = held
+
+    def _over_budget(self, conn: Connection) -> bool:
+        """Whether ``conn`` must wait before buffering more of its (large) request."""
+        if conn.protocol.receiving < SMALL_REQUEST_BYTES:
+            return False
+        if self.buffered + self.waiting < 2 * self.limits.inflight_bytes:
+            return False
+        if self.queued or self.busy:
+            return True  # those free budget when answered
+        furthest = max(
+            (c for c in self.connections if c.phase is Phase.READING),
+            key=lambda c: c.protocol.receiving,
+        )
+        return furthest is not conn
+
+    def _resume_paused(self) -> None:
+        """Called once a turn after budget was freed, never from within a read."""
+        self.budget_freed = False
+        for conn in list(self.paused):
+            self.paused.discard(conn)
+            if conn in self.connections:
+                self._watch(conn, selectors.EVENT_READ)
+                self.ready.append(conn)
+
+    # -- answering ------------------------------------------------------------------------
+    def _answer(self, conn: Connection) -> None:
+        request = conn.protocol.pop()
+        self._account(conn)
+        if conn.tls and len(request.body) <= ANSWER_IN_LOOP_BYTES:
+            conn.phase = Phase.BUSY
+            data, keep = self._respond(conn, request)
+            self._send(conn, data, keep)
+            return
+        conn.request = request
+        conn.phase = Phase.QUEUED
+        self._watch(conn, 0)
+        if conn not in self.connections:
+            return
+        self.queued.append(conn)
+        self.waiting += len(request.body)
+        self._dispatch()
+
+    def _respond(self, conn: Connection, request: Request) -> tuple[bytes, bool]:
+        return respond(
+            self.app,
+            request,
+            server=conn.server,
+            client=conn.client,
+            tls=conn.tls,
+            closing=not self.host.alive,
+        )
+
+    def _dispatch(self) -> None:
+        while self.queued and self.busy < self.limits.threads:
+            conn = self.queued[0]
+            assert conn.request is not None
+            size = len(conn.request.body)
+            if self.decoding and self.decoding + size > self.limits.inflight_bytes:
+                break  # once a thread frees budget
+            self.queued.popleft()
+            self.waiting -= size
+            self.decoding += size
+            self.busy += 1
+            conn.phase = Phase.BUSY
+            request, conn.request = conn.request, None
+            future = self.pool.submit(self._respond, conn, request)
+            future.add_done_callback(lambda done, c=conn, s=size: self._finished(c, s, done))
+
+    def _finished(self, conn: Connection, size: int, future: Future[tuple[bytes, bool]]) -> None:
+        """In the pool thread: hand the response back to the loop and wake it."""
+        self.finished.append((conn, size, future))
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self.wake_w, b"\0")
+
+    def _threads_done(self, _fileobj: Any) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.read(self.wake_r, 4096)
+        while self.finished:
+            conn, size, future = self.finished.popleft()
+            self.busy -= 1
+            self.decoding -= size
+            self.budget_freed = True
+            try:
+                data, keep = future.result()
+            except Exception:
+                self.log.exception("answering a request failed")
+                data, keep = refusal_bytes(500), False
+            if conn in self.connections:
+                self._send(conn, data, keep)
+        self._dispatch()
+
+    def _send(self, conn: Connection, data: bytes, keep: bool) -> None:
+        conn.outgoing = bytearray(data)
+        conn.close_after_write = not keep
+        conn.phase = Phase.WRITING
+        conn.deadline = time.monotonic() + self.limits.request_timeout
+        self._write(conn)
+
+    def _write(self, conn: Connection) -> None:
+        outgoing = conn.outgoing
+        while outgoing:
+            try:
+                sent = conn.sock.send(outgoing[:RECV_BYTES])
+            except (ssl.SSLWantWriteError, BlockingIOError):
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            except ssl.SSLWantReadError:
+                self._watch(conn, selectors.EVENT_READ)
+                return
+            except (OSError, ValueError):
+                self._close(conn)
+                return
+            del outgoing[:sent]
+        self._written(conn)
+
+    def _written(self, conn: Connection) -> None:
+        """A response is sent: close, or go on with the next request."""
+        protocol = conn.protocol
+        if conn.close_after_write or (protocol.ended and not protocol.requests):
+            self._linger(conn)
+            return
+        now = time.monotonic()
+        conn.served += 1
+        conn.last_used = now
+        if protocol.requests or protocol.refusal or protocol.started:
+            # Pipelined, already read: answered on the next turn, after the others.
+            conn.phase = Phase.READING
+            conn.deadline = now + self.limits.request_timeout
+            self.ready.append(conn)
+        else:
+            conn.phase = Phase.IDLE
+            conn.deadline = now + self.limits.keepalive
+            if not self.host.alive:
+                conn.deadline = max(conn.deadline, now + self.limits.graceful_timeout)
+            if conn.tls and conn.sock.pending():  # type: ignore[attr-defined]
+                self.ready.append(conn)
+        self._watch(conn, selectors.EVENT_READ)
+
+    # -- deadlines and closing --------------------------------------------------------------
+    def _expired(self, conn: Connection) -> None:
+        if conn.phase is Phase.READING and (conn.protocol.started or conn.protocol.requests):
+            with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+                conn.sock.send(refusal_bytes(408))
+        self._close(conn)
+
+    def _peer_closed(self, conn: Connection) -> None:
+        """The client closed. After a TLS close_notify (the API server sends one after
+        90 s idle) its FIN follows: wait for it, so the TIME_WAIT is the client's."""
+        if conn.tls and conn.phase is not Phase.CLOSING:
+            self._enter_closing(conn, 0)
+        else:
+            self._close(conn)
+
+    def _linger(self, conn: Connection) -> None:
+        """Close after a last response: half-close, then discard what the client still
+        sends until its FIN (closing at once with unread bytes would send a reset, which
+        can destroy the response before the client reads it)."""
+        with contextlib.suppress(OSError, ValueError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        self._enter_closing(conn, selectors.EVENT_READ)
+
+    def _enter_closing(self, conn: Connection, events: int) -> None:
+        if conn.phase is not Phase.CLOSING:
+            self.closing += 1
+            conn.phase = Phase.CLOSING
+            self.deferral.publish(self.held)
+        conn.deadline = time.monotonic() + CLOSE_LINGER_SECONDS
+        self._watch(conn, events)
+
+    def _discard(self, conn: Connection) -> None:
+        for _ in range(READS_PER_WAKE):
+            try:
+                if not conn.sock.recv(RECV_BYTES):
+                    self._close(conn)
+                    return
+            except (ssl.SSLWantReadError, BlockingIOError):
+                return
+
+    def _close(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self.admission.remove(conn.address)
+        if conn.phase is Phase.CLOSING:
+            self.closing -= 1
+        self.paused.discard(conn)
+        if conn.phase is Phase.QUEUED:
+            self.queued.remove(conn)
+            self.waiting -= len(conn.request.body) if conn.request else 0
+            conn.request = None
+        if conn.events:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+            conn.events = 0
+        self.buffered -= conn.held
+        conn.held = 0
+        conn.outgoing = bytearray()
+        self.budget_freed = True
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        self.deferral.publish(self.held)
