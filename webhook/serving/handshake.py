@@ -3,12 +3,12 @@ bounded log of refused handshakes."""
 
 from __future__ import annotations
 
-import logging
+import selectors
 import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 # Refused handshakes logged per 10 s per worker: a flood cannot flood the log.
 LOGGED_REFUSALS: Final = 10
@@ -21,8 +21,6 @@ def wrap(sock: socket.socket, context: Callable[[], ssl.SSLContext]) -> ssl.SSLS
 
 def step(sock: ssl.SSLSocket) -> int:
     """Advance the handshake: 0 when done, else the selector event it waits for."""
-    import selectors
-
     try:
         sock.do_handshake()
     except ssl.SSLWantReadError:
@@ -36,7 +34,7 @@ class RefusalLog:
     """A refused handshake (no or a wrong client certificate, an old protocol), at most
     LOGGED_REFUSALS per 10 s."""
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(self, log: Any) -> None:
         self.log = log
         self._window = 0.0
         self._count = 0

@@ -28,20 +28,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import selectors
 import socket
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from webhook.serving import handshake
-from webhook.serving.admission import AcceptDeferral, Admission, shed_candidate
+from webhook.serving.admission import (
+    ACCEPT_PAUSE_SECONDS,
+    AcceptDeferral,
+    Admission,
+    shed_candidate,
+)
 from webhook.serving.connection import TIMED, Connection, Phase
+from webhook.serving.pool import AppPool
 from webhook.serving.protocol import CONTINUE, Request, refusal_bytes
 from webhook.serving.wsgi import WsgiApp, respond
 
@@ -102,24 +106,18 @@ class Loop:
         self.connections: set[Connection] = set()
         self.admission = Admission(limits.max_connections)
         self.ready: deque[Connection] = deque()  # to advance on the next turn
-        self.queued: deque[Connection] = deque()  # waiting for a pool thread
         self.paused: set[Connection] = set()
         self.buffered = 0  # request bytes held by the parsers
-        self.waiting = 0  # bodies of queued requests
-        self.decoding = 0  # bodies of requests pool threads are answering
-        self.busy = 0
         self.closing = 0  # connections in Phase.CLOSING
         self.budget_freed = False
-        self.pool = ThreadPoolExecutor(limits.threads, thread_name_prefix="app")
-        self.finished: deque[tuple[Connection, int, Future[tuple[bytes, bool]]]] = deque()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
+        self.pool = AppPool(
+            limits.threads, limits.inflight_bytes, self._respond, self._delivered, log
+        )
         self.listeners_paused_until = 0.0
 
     # -- running ------------------------------------------------------------------------
     def run(self) -> None:
-        self.poller.register(self.wake_r, selectors.EVENT_READ, self._threads_done)
+        self.poller.register(self.pool.wake_r, selectors.EVENT_READ, self.pool.on_wake)
         for listener in self.listeners:
             listener.setblocking(False)
             self.poller.register(listener, selectors.EVENT_READ, self._accept)
@@ -140,10 +138,8 @@ class Loop:
             timeout = self._turn(min(timeout, max(0.0, ends - time.monotonic())))
         for conn in list(self.connections):
             self._close(conn)
-        self.pool.shutdown(wait=False)
+        self.pool.close()
         self.poller.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
         for listener in self.listeners:
             listener.close()
 
@@ -158,8 +154,6 @@ class Loop:
         for conn in ready:
             if conn in self.connections and conn.phase in (Phase.READING, Phase.IDLE):
                 self._advance(conn)
-        if self.budget_freed:
-            self._resume_paused()
         now = time.monotonic()
         nearest = now + 1.0
         for conn in list(self.connections):
@@ -168,6 +162,8 @@ class Loop:
                     self._expired(conn)
                 elif conn.deadline < nearest:
                     nearest = conn.deadline
+        if self.budget_freed:
+            self._resume_paused()  # read on the next turn, which then does not wait
         if self.listeners_paused_until:
             if now >= self.listeners_paused_until:
                 self._listen(True)
@@ -209,8 +205,6 @@ class Loop:
     def _listen(self, on: bool) -> None:
         """Watch the listeners again, or leave new connections to the other workers
         for ACCEPT_PAUSE_SECONDS (webhook/balance.py)."""
-        from webhook.serving.admission import ACCEPT_PAUSE_SECONDS
-
         for listener in self.listeners:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 if on:
@@ -340,9 +334,9 @@ class Loop:
         """Whether ``conn`` must wait before buffering more of its (large) request."""
         if conn.protocol.receiving < SMALL_REQUEST_BYTES:
             return False
-        if self.buffered + self.waiting < 2 * self.limits.inflight_bytes:
+        if self.buffered + self.pool.waiting < 2 * self.limits.inflight_bytes:
             return False
-        if self.queued or self.busy:
+        if self.pool.queued or self.pool.busy:
             return True  # those free budget when answered
         furthest = max(
             (c for c in self.connections if c.phase is Phase.READING),
@@ -368,14 +362,9 @@ class Loop:
             data, keep = self._respond(conn, request)
             self._send(conn, data, keep)
             return
-        conn.request = request
-        conn.phase = Phase.QUEUED
         self._watch(conn, 0)
-        if conn not in self.connections:
-            return
-        self.queued.append(conn)
-        self.waiting += len(request.body)
-        self._dispatch()
+        if conn in self.connections:
+            self.pool.submit(conn, request)
 
     def _respond(self, conn: Connection, request: Request) -> tuple[bytes, bool]:
         return respond(
@@ -387,44 +376,11 @@ class Loop:
             closing=not self.host.alive,
         )
 
-    def _dispatch(self) -> None:
-        while self.queued and self.busy < self.limits.threads:
-            conn = self.queued[0]
-            assert conn.request is not None
-            size = len(conn.request.body)
-            if self.decoding and self.decoding + size > self.limits.inflight_bytes:
-                break  # once a thread frees budget
-            self.queued.popleft()
-            self.waiting -= size
-            self.decoding += size
-            self.busy += 1
-            conn.phase = Phase.BUSY
-            request, conn.request = conn.request, None
-            future = self.pool.submit(self._respond, conn, request)
-            future.add_done_callback(lambda done, c=conn, s=size: self._finished(c, s, done))
-
-    def _finished(self, conn: Connection, size: int, future: Future[tuple[bytes, bool]]) -> None:
-        """In the pool thread: hand the response back to the loop and wake it."""
-        self.finished.append((conn, size, future))
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self.wake_w, b"\0")
-
-    def _threads_done(self, _fileobj: Any) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.read(self.wake_r, 4096)
-        while self.finished:
-            conn, size, future = self.finished.popleft()
-            self.busy -= 1
-            self.decoding -= size
-            self.budget_freed = True
-            try:
-                data, keep = future.result()
-            except Exception:
-                self.log.exception("answering a request failed")
-                data, keep = refusal_bytes(500), False
-            if conn in self.connections:
-                self._send(conn, data, keep)
-        self._dispatch()
+    def _delivered(self, conn: Connection, response: tuple[bytes, bool]) -> None:
+        """A pool thread answered ``conn`` (called in the loop)."""
+        self.budget_freed = True
+        if conn in self.connections:
+            self._send(conn, *response)
 
     def _send(self, conn: Connection, data: bytes, keep: bool) -> None:
         conn.outgoing = bytearray(data)
@@ -522,9 +478,7 @@ class Loop:
             self.closing -= 1
         self.paused.discard(conn)
         if conn.phase is Phase.QUEUED:
-            self.queued.remove(conn)
-            self.waiting -= len(conn.request.body) if conn.request else 0
-            conn.request = None
+            self.pool.cancel(conn)
         if conn.events:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self.poller.unregister(conn.sock)

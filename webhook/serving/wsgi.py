@@ -76,7 +76,7 @@ def build_environ(
         if b"_" in name:
             continue  # X_Forwarded_For would pass for X-Forwarded-For (gunicorn drops these)
         key = name.decode("latin-1").upper().replace("-", "_")
-        if key == "CONTENT_LENGTH" or key == "TRANSFER_ENCODING":
+        if key in {"CONTENT_LENGTH", "TRANSFER_ENCODING"}:
             continue
         if key != "CONTENT_TYPE":
             key = "HTTP_" + key
