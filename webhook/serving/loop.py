@@ -27,24 +27,19 @@ being answered add up to at most ``inflight_bytes`` (one is always let through).
 from __future__ import annotations
 
 import contextlib
-import errno
 import selectors
 import socket
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from webhook.serving import handshake
-from webhook.serving.admission import (
-    ACCEPT_PAUSE_SECONDS,
-    AcceptDeferral,
-    Admission,
-    shed_candidate,
-)
+from webhook.serving.accepting import Acceptor
+from webhook.serving.admission import AcceptDeferral, Admission
 from webhook.serving.connection import TIMED, Connection, Phase
+from webhook.serving.limits import Host, Limits
 from webhook.serving.pool import AppPool
 from webhook.serving.protocol import CONTINUE, Request, refusal_bytes
 from webhook.serving.wsgi import WsgiApp, respond
@@ -57,28 +52,6 @@ SMALL_REQUEST_BYTES: Final = 64 * 1024
 ANSWER_IN_LOOP_BYTES: Final = 256 * 1024
 # How long a closing connection waits for the client's FIN (discarding what it sends).
 CLOSE_LINGER_SECONDS: Final = 1.0
-ACCEPTS_PER_WAKE: Final = 64
-
-
-class Host(Protocol):
-    """What the loop needs of the gunicorn worker running it."""
-
-    alive: bool
-
-    def heartbeat(self) -> None: ...
-    def parent_alive(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    handshake_timeout: float
-    request_timeout: float
-    keepalive: float
-    graceful_timeout: float
-    max_body: int
-    inflight_bytes: int
-    max_connections: int
-    threads: int
 
 
 class Loop:
@@ -113,14 +86,14 @@ class Loop:
         self.pool = AppPool(
             limits.threads, limits.inflight_bytes, self._respond, self._delivered, log
         )
-        self.listeners_paused_until = 0.0
+        self.acceptor = Acceptor(self)
 
     # -- running ------------------------------------------------------------------------
     def run(self) -> None:
         self.poller.register(self.pool.wake_r, selectors.EVENT_READ, self.pool.on_wake)
         for listener in self.listeners:
             listener.setblocking(False)
-            self.poller.register(listener, selectors.EVENT_READ, self._accept)
+            self.poller.register(listener, selectors.EVENT_READ, self.acceptor.accept)
         timeout = 0.0
         while self.host.alive:
             self.host.heartbeat()
@@ -137,7 +110,7 @@ class Loop:
             self.host.heartbeat()
             timeout = self._turn(min(timeout, max(0.0, ends - time.monotonic())))
         for conn in list(self.connections):
-            self._close(conn)
+            self.close(conn)
         self.pool.close()
         self.poller.close()
         for listener in self.listeners:
@@ -147,13 +120,13 @@ class Loop:
         """One turn; returns how long the next may wait."""
         for key, _events in self.poller.select(timeout):
             if isinstance(key.data, Connection):
-                self._advance(key.data)
+                self.advance(key.data)
             else:
                 key.data(key.fileobj)
         ready, self.ready = self.ready, deque()
         for conn in ready:
             if conn in self.connections and conn.phase in (Phase.READING, Phase.IDLE):
-                self._advance(conn)
+                self.advance(conn)
         now = time.monotonic()
         nearest = now + 1.0
         for conn in list(self.connections):
@@ -164,11 +137,12 @@ class Loop:
                     nearest = conn.deadline
         if self.budget_freed:
             self._resume_paused()  # read on the next turn, which then does not wait
-        if self.listeners_paused_until:
-            if now >= self.listeners_paused_until:
-                self._listen(True)
+        resume_at = self.acceptor.paused_until
+        if resume_at:
+            if now >= resume_at:
+                self.acceptor.listen(True)
             else:
-                nearest = min(nearest, self.listeners_paused_until)
+                nearest = min(nearest, resume_at)
         return 0.0 if self.ready else max(0.0, nearest - now)
 
     @property
@@ -176,69 +150,8 @@ class Loop:
         """Connections that can still carry a request: what the workers balance."""
         return len(self.connections) - self.closing
 
-    # -- accepting -------------------------------------------------------------------------
-    def _accept(self, listener: socket.socket) -> None:
-        for _ in range(ACCEPTS_PER_WAKE):
-            if self.deferral.leave_to_others(self.held):
-                self._listen(False)
-                return
-            try:
-                sock, client = listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE):
-                    victim = shed_candidate(self.connections)  # make room for next time
-                    if victim is not None:
-                        self._close(victim)
-                return
-            self.deferral.taken()
-            address = client[0] if isinstance(client, tuple) else "local"
-            admit, victim = self.admission.make_room(address, self.connections)
-            if victim is not None:
-                self._close(victim)
-            if not admit:
-                sock.close()  # every connection of this address is being answered
-                continue
-            self._open(sock, client, listener)
-
-    def _listen(self, on: bool) -> None:
-        """Watch the listeners again, or leave new connections to the other workers
-        for ACCEPT_PAUSE_SECONDS (webhook/balance.py)."""
-        for listener in self.listeners:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                if on:
-                    self.poller.register(listener, selectors.EVENT_READ, self._accept)
-                else:
-                    self.poller.unregister(listener)
-        self.listeners_paused_until = 0.0 if on else time.monotonic() + ACCEPT_PAUSE_SECONDS
-
-    def _open(self, sock: socket.socket, client: Any, listener: socket.socket) -> None:
-        name = listener.getsockname()
-        server = (str(name[0]), str(name[1])) if isinstance(name, tuple) else (str(name), "")
-        tls = self.tls_context is not None and (
-            self.tls_port is None or server[1] == str(self.tls_port)
-        )
-        peer = (str(client[0]), int(client[1])) if isinstance(client, tuple) else ("local", 0)
-        sock.setblocking(False)
-        if tls:
-            assert self.tls_context is not None
-            try:
-                sock = handshake.wrap(sock, self.tls_context)
-            except (OSError, ssl.SSLError, ValueError):
-                sock.close()
-                return
-        now = time.monotonic()
-        conn = Connection(sock, peer, server, tls, self.limits.max_body, now)
-        limits = self.limits
-        conn.deadline = now + (limits.handshake_timeout if tls else limits.request_timeout)
-        self.connections.add(conn)
-        self.admission.add(conn.address)
-        self.deferral.publish(self.held)
-        self._advance(conn)
-
     # -- the connection state machine --------------------------------------------------
-    def _watch(self, conn: Connection, events: int) -> None:
+    def watch(self, conn: Connection, events: int) -> None:
         if conn.events == events:
             return
         try:
@@ -250,17 +163,17 @@ class Loop:
                 self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             conn.events = 0
-            self._close(conn)
+            self.close(conn)
             return
         conn.events = events
 
-    def _advance(self, conn: Connection) -> None:
+    def advance(self, conn: Connection) -> None:
         try:
             if conn.phase is Phase.HANDSHAKE:
                 assert isinstance(conn.sock, ssl.SSLSocket)
                 waits = handshake.step(conn.sock)
                 if waits:
-                    self._watch(conn, waits)
+                    self.watch(conn, waits)
                     return
                 conn.phase = Phase.READING
                 conn.deadline = time.monotonic() + self.limits.request_timeout
@@ -273,9 +186,9 @@ class Loop:
         except ssl.SSLError as error:
             if conn.phase is Phase.HANDSHAKE and not isinstance(error, ssl.SSLEOFError):
                 self.refusals.refused(conn.client, error)
-            self._close(conn)
+            self.close(conn)
         except (OSError, ValueError):
-            self._close(conn)
+            self.close(conn)
 
     def _read(self, conn: Connection) -> None:
         protocol = conn.protocol
@@ -284,14 +197,14 @@ class Loop:
                 break  # answered first; nothing more is read meanwhile
             if self._over_budget(conn):
                 self.paused.add(conn)  # read again once there is budget; the deadline runs
-                self._watch(conn, 0)
+                self.watch(conn, 0)
                 return
             try:
                 data = conn.sock.recv(RECV_BYTES)
             except (ssl.SSLWantReadError, BlockingIOError):
                 break
             except ssl.SSLWantWriteError:
-                self._watch(conn, selectors.EVENT_WRITE)
+                self.watch(conn, selectors.EVENT_WRITE)
                 return
             if not data:
                 self._peer_closed(conn)
@@ -321,7 +234,7 @@ class Loop:
                 # Nothing else is in flight on the connection: 25 bytes fit its buffer.
                 with contextlib.suppress(OSError, ssl.SSLError):
                     conn.sock.send(CONTINUE)
-            self._watch(conn, selectors.EVENT_READ)
+            self.watch(conn, selectors.EVENT_READ)
 
     def _account(self, conn: Connection) -> None:
         held = conn.protocol.held_bytes
@@ -350,7 +263,7 @@ class Loop:
         for conn in list(self.paused):
             self.paused.discard(conn)
             if conn in self.connections:
-                self._watch(conn, selectors.EVENT_READ)
+                self.watch(conn, selectors.EVENT_READ)
                 self.ready.append(conn)
 
     # -- answering ------------------------------------------------------------------------
@@ -362,7 +275,7 @@ class Loop:
             data, keep = self._respond(conn, request)
             self._send(conn, data, keep)
             return
-        self._watch(conn, 0)
+        self.watch(conn, 0)
         if conn in self.connections:
             self.pool.submit(conn, request)
 
@@ -395,13 +308,13 @@ class Loop:
             try:
                 sent = conn.sock.send(outgoing[:RECV_BYTES])
             except (ssl.SSLWantWriteError, BlockingIOError):
-                self._watch(conn, selectors.EVENT_WRITE)
+                self.watch(conn, selectors.EVENT_WRITE)
                 return
             except ssl.SSLWantReadError:
-                self._watch(conn, selectors.EVENT_READ)
+                self.watch(conn, selectors.EVENT_READ)
                 return
             except (OSError, ValueError):
-                self._close(conn)
+                self.close(conn)
                 return
             del outgoing[:sent]
         self._written(conn)
@@ -427,14 +340,14 @@ class Loop:
                 conn.deadline = max(conn.deadline, now + self.limits.graceful_timeout)
             if conn.tls and conn.sock.pending():  # type: ignore[attr-defined]
                 self.ready.append(conn)
-        self._watch(conn, selectors.EVENT_READ)
+        self.watch(conn, selectors.EVENT_READ)
 
     # -- deadlines and closing --------------------------------------------------------------
     def _expired(self, conn: Connection) -> None:
         if conn.phase is Phase.READING and (conn.protocol.started or conn.protocol.requests):
             with contextlib.suppress(OSError, ssl.SSLError, ValueError):
                 conn.sock.send(refusal_bytes(408))
-        self._close(conn)
+        self.close(conn)
 
     def _peer_closed(self, conn: Connection) -> None:
         """The client closed. After a TLS close_notify (the API server sends one after
@@ -442,7 +355,7 @@ class Loop:
         if conn.tls and conn.phase is not Phase.CLOSING:
             self._enter_closing(conn, 0)
         else:
-            self._close(conn)
+            self.close(conn)
 
     def _linger(self, conn: Connection) -> None:
         """Close after a last response: half-close, then discard what the client still
@@ -458,18 +371,18 @@ class Loop:
             conn.phase = Phase.CLOSING
             self.deferral.publish(self.held)
         conn.deadline = time.monotonic() + CLOSE_LINGER_SECONDS
-        self._watch(conn, events)
+        self.watch(conn, events)
 
     def _discard(self, conn: Connection) -> None:
         for _ in range(READS_PER_WAKE):
             try:
                 if not conn.sock.recv(RECV_BYTES):
-                    self._close(conn)
+                    self.close(conn)
                     return
             except (ssl.SSLWantReadError, BlockingIOError):
                 return
 
-    def _close(self, conn: Connection) -> None:
+    def close(self, conn: Connection) -> None:
         if conn not in self.connections:
             return
         self.connections.discard(conn)

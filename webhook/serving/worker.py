@@ -27,7 +27,8 @@ from typing import Any, Final
 from gunicorn.workers import base
 
 from webhook.serving.admission import AcceptDeferral
-from webhook.serving.loop import Limits, Loop
+from webhook.serving.limits import Limits
+from webhook.serving.loop import Loop
 from webhook.settings import Settings, port_of
 
 # How often the loop checks that the master is still there (gunicorn: every turn).
