@@ -124,3 +124,8 @@ def test_parsing_a_trickled_chunked_body_is_linear() -> None:
     protocol.feed(b"0\r\n\r\n")
     assert time.process_time() - started < 1.0
     assert len(protocol.requests[0].body) == 100_000
+
+
+@pytest.mark.parametrize("line", [b"GET /healthz\r\n\r\n", b"GET / HTTP/2.5\r\n\r\n"])
+def test_only_http_1_0_and_1_1(line: bytes) -> None:
+    assert feed(line).refusal == 400

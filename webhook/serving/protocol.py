@@ -198,6 +198,8 @@ class HttpProtocol:
         self._in_head = False
         current.method = self._parser.get_method().decode("ascii")
         current.version = self._parser.get_http_version()
+        if current.version not in ("1.0", "1.1"):
+            raise _Refused(400)  # HTTP/0.9 (a request line alone) or an unknown version
         for name, value in current.headers:
             lowered = name.lower()
             if lowered == b"content-length" and int(value) > self.max_body:
