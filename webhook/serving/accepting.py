@@ -81,6 +81,7 @@ class Acceptor:
         conn = Connection(sock, peer, server, tls, self.loop.limits.max_body, now)
         limits = self.loop.limits
         conn.deadline = now + (limits.handshake_timeout if tls else limits.request_timeout)
+        conn.hard_deadline = conn.deadline + limits.request_timeout
         self.loop.connections.add(conn)
         self.loop.admission.add(conn.address)
         self.loop.deferral.publish(self.loop.held)

@@ -29,10 +29,12 @@ class Connection:
         "close_after_write",
         "deadline",
         "events",
+        "hard_deadline",
         "held",
         "last_used",
         "opened",
         "outgoing",
+        "paused_at",
         "phase",
         "protocol",
         "request",
@@ -59,6 +61,8 @@ class Connection:
         self.protocol = HttpProtocol(max_body)
         self.phase = Phase.HANDSHAKE if tls else Phase.READING
         self.deadline = now
+        self.hard_deadline = now  # of the request awaited (Phase.READING)
+        self.paused_at = 0.0  # when reading stopped for the buffer budget (0: reading)
         self.opened = now
         self.last_used = now
         self.served = 0  # requests answered on it

@@ -20,8 +20,9 @@ connection idle for ``keepalive`` at most. A request cut off by its deadline is 
 Memory: request bytes held by the parsers are capped at twice ``inflight_bytes`` (beyond
 each request's first SMALL_REQUEST_BYTES, which is always read): above that a large
 request stops being read until budget frees, except the one furthest along when nothing
-else can free it; its deadline keeps running. Bodies are handed to threads while those
-being answered add up to at most ``inflight_bytes`` (one is always let through).
+else can free it. The wait is given back to its deadline once, up to its hard deadline
+(twice ``request_timeout`` from the request's start). Bodies go to threads within
+``inflight_bytes`` (webhook/serving/pool.py).
 """
 
 from __future__ import annotations
@@ -131,10 +132,13 @@ class Loop:
         nearest = now + 1.0
         for conn in list(self.connections):
             if conn.phase in TIMED:
-                if conn.deadline <= now:
+                # A paused request waits on the worker, not the client: its own hard
+                # deadline applies meanwhile (set when the request started).
+                deadline = conn.hard_deadline if conn.paused_at else conn.deadline
+                if deadline <= now:
                     self._expired(conn)
-                elif conn.deadline < nearest:
-                    nearest = conn.deadline
+                elif deadline < nearest:
+                    nearest = deadline
         if self.budget_freed:
             self._resume_paused()  # read on the next turn, which then does not wait
         resume_at = self.acceptor.paused_until
@@ -175,8 +179,7 @@ class Loop:
                 if waits:
                     self.watch(conn, waits)
                     return
-                conn.phase = Phase.READING
-                conn.deadline = time.monotonic() + self.limits.request_timeout
+                self._request_starts(conn, time.monotonic())
             if conn.phase is Phase.WRITING:
                 self._write(conn)
             elif conn.phase in (Phase.READING, Phase.IDLE):
@@ -196,7 +199,8 @@ class Loop:
             if protocol.requests or protocol.refusal or protocol.ended:
                 break  # answered first; nothing more is read meanwhile
             if self._over_budget(conn):
-                self.paused.add(conn)  # read again once there is budget; the deadline runs
+                self.paused.add(conn)  # read again once there is budget
+                conn.paused_at = time.monotonic()
                 self.watch(conn, 0)
                 return
             try:
@@ -210,8 +214,7 @@ class Loop:
                 self._peer_closed(conn)
                 return
             if conn.phase is Phase.IDLE:
-                conn.phase = Phase.READING  # a request starts: request_timeout from now
-                conn.deadline = time.monotonic() + self.limits.request_timeout
+                self._request_starts(conn, time.monotonic())
             protocol.feed(data)
             self._account(conn)
             if len(data) < RECV_BYTES and not (conn.tls and conn.sock.pending()):  # type: ignore[attr-defined]
@@ -219,6 +222,13 @@ class Loop:
         else:
             self.ready.append(conn)  # stopped by the bound: more may be waiting
         self._after_input(conn)
+
+    def _request_starts(self, conn: Connection, now: float) -> None:
+        """A request is awaited: ``request_timeout`` of the client's time, and a hard
+        deadline of twice that, whatever the worker makes it wait for budget."""
+        conn.phase = Phase.READING
+        conn.deadline = now + self.limits.request_timeout
+        conn.hard_deadline = now + 2 * self.limits.request_timeout
 
     def _after_input(self, conn: Connection) -> None:
         protocol = conn.protocol
@@ -260,8 +270,12 @@ class Loop:
     def _resume_paused(self) -> None:
         """Called once a turn after budget was freed, never from within a read."""
         self.budget_freed = False
+        now = time.monotonic()
         for conn in list(self.paused):
             self.paused.discard(conn)
+            # The wait was the worker's: given back once, up to the hard deadline.
+            waited, conn.paused_at = now - conn.paused_at, 0.0
+            conn.deadline = min(conn.deadline + waited, conn.hard_deadline)
             if conn in self.connections:
                 self.watch(conn, selectors.EVENT_READ)
                 self.ready.append(conn)
@@ -330,8 +344,7 @@ class Loop:
         conn.last_used = now
         if protocol.requests or protocol.refusal or protocol.started:
             # Pipelined, already read: answered on the next turn, after the others.
-            conn.phase = Phase.READING
-            conn.deadline = now + self.limits.request_timeout
+            self._request_starts(conn, now)
             self.ready.append(conn)
         else:
             conn.phase = Phase.IDLE
@@ -390,6 +403,7 @@ class Loop:
         if conn.phase is Phase.CLOSING:
             self.closing -= 1
         self.paused.discard(conn)
+        conn.paused_at = 0.0
         if conn.phase is Phase.QUEUED:
             self.pool.cancel(conn)
         if conn.events:
