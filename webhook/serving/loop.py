@@ -1,28 +1,15 @@
 """The selector loop: every socket operation of a worker, and nothing that waits.
 
-One thread owns every client socket: it accepts (webhook/serving/admission.py), does
-the TLS handshake (webhook/serving/handshake.py), reads and feeds each byte once into the
-connection's parser (webhook/serving/protocol.py), answers small admission requests
-itself (webhook/serving/wsgi.py) and sends every response without blocking. A pool
-thread only runs the application for the larger requests and the plain-HTTP listener's
-(/metrics, the probes) and hands the response's bytes back; it never touches a socket.
-
-Bounded work: a connection gets at most READS_PER_WAKE reads a turn, parsing is linear
-in the bytes read, and one complete request is answered per connection per turn (a
-client that pipelines waits its turn like the others).
-
-Deadlines, each the connection's own and never moved back: the TLS handshake within
-``handshake_timeout``; a request within ``request_timeout`` from its first byte (or from
-the handshake, for the first); its response sent within ``request_timeout``; a kept-alive
-connection idle for ``keepalive`` at most. A request cut off by its deadline is answered
-408 when it had started.
-
-Memory: request bytes held by the parsers are capped at twice ``inflight_bytes`` (beyond
-each request's first SMALL_REQUEST_BYTES, which is always read): above that a large
-request stops being read until budget frees, except the one furthest along when nothing
-else can free it. The wait is given back to its deadline once, up to its hard deadline
-(twice ``request_timeout`` from the request's start). Bodies go to threads within
-``inflight_bytes`` (webhook/serving/pool.py).
+One thread owns every client socket: it accepts (accepting.py, admission.py), does the
+TLS handshake (handshake.py), feeds each byte read once into the connection's parser
+(protocol.py), answers small admission requests itself (wsgi.py) and sends every
+response without blocking. Pool threads (pool.py) only run the app for the rest and
+hand the response's bytes back. Per turn a connection gets at most READS_PER_WAKE
+reads and one request answered. Deadlines: the handshake, a request (408 once it has
+started), the response's sending, keep-alive idleness; a request whose reading waits
+for the buffer budget (twice ``inflight_bytes``, beyond each request's first
+SMALL_REQUEST_BYTES) gets the wait back once, up to its own hard deadline (twice
+``request_timeout`` from its start). docs/design.md ("Serving") says why.
 """
 
 from __future__ import annotations
