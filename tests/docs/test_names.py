@@ -196,12 +196,12 @@ def test_every_module_the_docs_name_exists(doc: str) -> None:
 
 
 def test_a_renamed_file_is_caught() -> None:
-    text = "The worker (`webhook/worker.py`, `review.py`), `deploy/components/client-auth`."
+    text = "The worker (`webhook/serving/worker.py`, `review.py`), `deploy/components/client-auth`."
     assert path_problems("README.md", text) == []
     renamed = text.replace("worker.py", "workers.py").replace("review.py", "reviewer.py")
     renamed = renamed.replace("client-auth", "client-authn")
     assert path_problems("README.md", renamed) == [
-        "README.md: webhook/workers.py",
+        "README.md: webhook/serving/workers.py",
         "README.md: reviewer.py",
         "README.md: deploy/components/client-authn",
     ]
