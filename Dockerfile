@@ -38,7 +38,7 @@ COPY webhook ./webhook
 RUN pip install --no-cache-dir . \
  && python3 -m pip uninstall --yes pip \
  && cd / \
- && python3 -c "import webhook.cli, webhook.app, webhook.gunicorn_app, webhook.tls" \
+ && python3 -c "import webhook.cli, webhook.app, webhook.gunicorn_app, webhook.tls, webhook.serving.worker" \
  && pod-replace-guard --help >/dev/null
 
 FROM ${PYTHON_IMAGE}

@@ -15,9 +15,22 @@ CLUSTER ?= pod-replace-guard
 IMAGE ?= pod-replace-guard:dev
 NAMESPACE ?= pod-replace-guard
 
+# The variables the targets' descriptions name: `make help` prints their values (with
+# any override), not the $(NAME) of this file. tests/hack/test_makefile.py checks that
+# none is left unexpanded.
+HELP_VARS := BIND CERT_DIR CLUSTER IMAGE K8S_NEWEST NAMESPACE PYTHON_IMAGE
+
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | \
+	  env $(foreach v,$(HELP_VARS),$(v)='$($(v))') awk -F ':.*## ' '{ \
+	    d = $$2; out = ""; \
+	    while (match(d, /\$$\([A-Z0-9_]+\)/)) { \
+	      name = substr(d, RSTART + 2, RLENGTH - 3); \
+	      value = (name in ENVIRON) ? ENVIRON[name] : substr(d, RSTART, RLENGTH); \
+	      out = out substr(d, 1, RSTART - 1) value; d = substr(d, RSTART + RLENGTH); \
+	    } \
+	    printf "  %-12s %s\n", $$1, out d }'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -103,10 +116,12 @@ bench: install ## benchmarks -> benchmarks/results.json (BENCH_QUICK=1 for a sho
 	$(PY) -m benchmarks.run
 
 # --- kind flow ---------------------------------------------------------------------
-# A kind cluster (control plane + worker) with the webhook deployed from deploy/. With no
-# registry the node image is assembled locally (hack/kind/, docs/kind.md); set
-# KIND_NODE_IMAGE=kindest/node:v1.34.x to use the stock one. IMAGE_OFFLINE=1 builds the
-# webhook image from a Debian base and wheelhouse/ with no package index.
+# A kind cluster (control plane + worker) with the webhook deployed from deploy/. Where a
+# registry answers (a probe of REGISTRY_PROBE_TIMEOUT seconds, 5) the stock kindest/node
+# image and FROM $(PYTHON_IMAGE) are used; where none does the node image is assembled
+# locally and the webhook image built from a Debian base and wheelhouse/ (hack/kind/,
+# docs/kind.md). Each choice is logged. Set explicitly, KIND_NODE_IMAGE (an image, or
+# "offline") and IMAGE_OFFLINE (1 offline, 0 registry) decide without a probe.
 KIND_NODE_IMAGE ?=
 IMAGE_OFFLINE ?=
 PYTHON_IMAGE ?= python:3.11-slim
@@ -122,7 +137,7 @@ KIND_ENV := CLUSTER=$(CLUSTER) KIND_NODE_IMAGE=$(KIND_NODE_IMAGE)
 KIND_TOOLS := $$(source hack/kind/lib.sh && echo "$$PATH")
 
 .PHONY: kind-up
-kind-up: install ## create the kind cluster $(CLUSTER) (control plane + worker), offline if need be
+kind-up: install ## create the kind cluster $(CLUSTER) (control plane + worker): stock node image, or offline where no registry answers
 	PYTHON=$(PY) NAMESPACE=$(NAMESPACE) $(KIND_ENV) hack/kind/up.sh
 
 .PHONY: kind-down
@@ -130,8 +145,9 @@ kind-down: ## delete the kind cluster $(CLUSTER)
 	$(KIND_ENV) hack/kind/down.sh
 
 .PHONY: image
-image: ## build the webhook image $(IMAGE) (IMAGE_OFFLINE=1: Debian base, pip from wheelhouse/)
-	@if [ -n "$(IMAGE_OFFLINE)" ]; then \
+image: ## build the webhook image $(IMAGE) (from $(PYTHON_IMAGE), or offline from Debian and wheelhouse/ where no registry answers)
+	@base=$$(IMAGE_OFFLINE='$(IMAGE_OFFLINE)' PYTHON_IMAGE='$(PYTHON_IMAGE)' hack/kind/choose.sh python-base); \
+	if [ "$$base" = offline ]; then \
 	  hack/kind/host.sh; \
 	  base=$$(hack/kind/rootfs.sh python); \
 	  ls wheelhouse/*.whl >/dev/null 2>&1 || PYTHON=$(PYTHON) hack/wheelhouse.sh; \

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--worker-class",
         default=None,
-        help="webhook.worker.GuardedWorker (default), gthread (gunicorn's own) or sync",
+        help="webhook.serving.worker.GuardedWorker (default), gthread (gunicorn's own) or sync",
     )
     parser.add_argument("--bind", required=True)
     parser.add_argument("--cert-dir", required=True)

@@ -11,7 +11,7 @@ SO_REUSEPORT would spread them but resets connections queued for a worker that d
 So each worker publishes how many connections it holds in a small table of shared
 memory made by the master before it forks, and a worker that holds more than another
 live worker leaves a waiting connection to that one for a few milliseconds
-(webhook/worker.py). The table is advisory: a stale or torn entry only makes a worker
+(webhook/serving/). The table is advisory: a stale or torn entry only makes a worker
 accept a connection it could have left, and the master clears the entry of a worker
 that exits.
 """

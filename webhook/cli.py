@@ -232,6 +232,19 @@ def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 # How often check --live reads the pod again when a writer (the kubelet, a controller)
 # changes it between the read and the dry run.
 LIVE_ATTEMPTS = 5
+# What the API server parses a resourceVersion with (strconv.ParseUint, base 10).
+_RESOURCE_VERSION = re.compile(r"[0-9]{1,20}")
+
+
+def named_version(metadata: dict[str, Any]) -> int | None:
+    """The resourceVersion a manifest names, as the API server reads it. Absent, empty
+    and any value that parses to 0 mean "replace the pod as it is now"."""
+    value = metadata.get("resourceVersion")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _RESOURCE_VERSION.fullmatch(value):
+        raise UsageError("metadata.resourceVersion must be a string of digits")
+    return int(value) or None
 
 
 def _read_and_dry_run(
@@ -241,36 +254,55 @@ def _read_and_dry_run(
 
     As ``kubectl replace``: a manifest that names a resourceVersion replaces the pod
     only while it is at that version (else UsageError: the pod changed since the
-    manifest was read, which is what kubectl would meet as a Conflict). One that names
-    none replaces the current pod: it is pinned to the version just read, so the rules
-    compare the stored object with exactly the pod it replaces, and a Conflict means
-    the pod changed in between (the kubelet writes status at any time): read again.
+    manifest was read, which is what kubectl would meet as a Conflict), and one that
+    names a uid only that very pod (not one deleted and created again under its name).
+    One that names no version replaces the current pod: it is pinned to the version
+    just read, so the rules compare the stored object with exactly the pod it
+    replaces, and a Conflict means the pod changed in between (the kubelet writes
+    status at any time): read again.
     """
     from webhook.live import PodChanged
 
-    metadata = manifest.get("metadata") or {}
-    named = metadata.get("resourceVersion")
+    metadata = manifest["metadata"]
+    named = named_version(metadata)
+    stale = (
+        f"pod {namespace}/{name} has changed since the manifest was read (its "
+        "metadata.resourceVersion is no longer the pod's): kubectl replace would fail "
+        "with a Conflict; get the pod again and redo the change"
+    )
     for _ in range(LIVE_ATTEMPTS):
         live = cluster.read_pod(name, namespace)
-        read = (live.get("metadata") or {}).get("resourceVersion")
-        pinned = {**manifest, "metadata": {**metadata, "resourceVersion": named or read}}
+        live_metadata = live.get("metadata") or {}
+        if metadata.get("uid") and metadata["uid"] != live_metadata.get("uid"):
+            raise UsageError(
+                f"pod {namespace}/{name} is not the pod the manifest was read from (its "
+                "metadata.uid differs: the pod was deleted and created again): kubectl "
+                "replace would fail with a Conflict"
+            )
+        read = int(live_metadata.get("resourceVersion") or 0)
+        if named is not None and named < read:
+            raise UsageError(stale)
+        version = str(named if named is not None else read)
+        pinned = {**manifest, "metadata": {**metadata, "resourceVersion": version}}
         try:
             answer = cluster.dry_run_replace(pinned, name, namespace)
         except PodChanged as error:
-            if named:
-                raise UsageError(
-                    f"pod {namespace}/{name} has changed since the manifest was read (its "
-                    "metadata.resourceVersion is no longer the pod's): kubectl replace would "
-                    "fail with a Conflict; get the pod again and redo the change"
-                ) from error
+            if named is not None:
+                raise UsageError(stale) from error
             continue
         # A manifest naming a version newer than the one read: read again.
-        if not named or named == read:
+        if named is None or named == read:
             return live, answer
     raise UsageError(
         f"pod {namespace}/{name} changed between reading it and the dry run on each of "
         f"{LIVE_ATTEMPTS} tries; try again"
     )
+
+
+# A pod's name (a DNS-1123 subdomain) and namespace (a DNS-1123 label), as the API
+# server accepts them; anything else is refused before a request carries it.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def check_live(
@@ -282,13 +314,21 @@ def check_live(
     from webhook.policy import judge_update
 
     metadata = manifest.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise UsageError("metadata of the --new manifest must be a map")
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         raise UsageError("--live needs metadata.name in the --new manifest")
+    if len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
+        raise UsageError("metadata.name of the --new manifest is not a valid pod name")
     try:
         cluster = Cluster(kubeconfig, context)
-        namespace = str(metadata.get("namespace") or cluster.default_namespace)
-        live, answer = _read_and_dry_run(cluster, manifest, name, namespace)
+        namespace = metadata.get("namespace") or cluster.default_namespace
+        if not isinstance(namespace, str) or not _LABEL.fullmatch(namespace) or len(namespace) > 63:
+            raise UsageError("metadata.namespace of the --new manifest is not a valid namespace")
+        live, answer = _read_and_dry_run(
+            cluster, {**manifest, "metadata": metadata}, name, namespace
+        )
     except LiveError as error:
         raise UsageError(str(error)) from error
     verdict: dict[str, Any] = {"checked": "live", "namespace": namespace, "name": name}

@@ -58,9 +58,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
 
     - a threaded worker, not sync: the sync worker closes the connection after every
       request, so each admission call would pay a new TLS handshake (measured 3-4x fewer
-      requests/s, see docs/benchmarks.md); and gthread's model with the TLS handshake and
-      request reading moved into its selector loop (webhook/worker.py), so a client that
-      stalls holds no thread.
+      requests/s, see docs/benchmarks.md); the worker's selector loop does every socket
+      operation (webhook/serving/), so a client that stalls holds no thread, and a pool
+      of ``threads`` runs the app for large reviews and the health listener.
     - keepalive longer than the API server's idle timeout for webhook connections
       (Go's http.Transport, 90 s): the client closes idle connections first, so a
       request never races a server-side close.
@@ -72,9 +72,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     binds = [settings.bind, *([settings.health_bind] if settings.health_bind else [])]
     return {
         "bind": binds,
-        # gthread's model with deadlines, bounded connections and memory:
-        # webhook/worker.py says why.
-        "worker_class": "webhook.worker.GuardedWorker",
+        # One loop per worker for all client I/O, with deadlines, bounded connections
+        # and memory: webhook/serving/ says why.
+        "worker_class": "webhook.serving.worker.GuardedWorker",
         "worker_connections": settings.max_connections,
         # One listening socket shared by the workers, not one each (reuse_port): with
         # SO_REUSEPORT a connection the kernel queues for a worker that then dies is
@@ -139,7 +139,7 @@ class WebhookApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn's application object, made in the master and copied into each worker.
 
     :meth:`load` runs in each worker after the fork and gives it its own Flask app and
-    certificate reloader. The worker (webhook/worker.py) reads ``settings`` for its
+    certificate reloader. The worker (webhook/serving/) reads ``settings`` for its
     deadlines and budgets, calls :meth:`tls_context` for each new connection, and sets
     ``draining`` on SIGTERM, which :meth:`readiness` reports, and publishes the
     connections it holds in ``connection_tally`` (shared memory made here, before the

@@ -75,7 +75,7 @@ class Settings:
     keepalive: int = 120
     graceful_timeout: int = 20
     cert_reload_seconds: float = 1.0
-    # Hostile clients (webhook/worker.py)
+    # Hostile clients (webhook/serving/)
     handshake_timeout: float = 5.0
     request_timeout: float = 10.0
     max_connections: int = 256

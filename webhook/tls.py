@@ -1,6 +1,6 @@
 """The server's TLS context, reloaded when the certificate files change.
 
-The worker (webhook/worker.py) asks :meth:`CertificateReloader.context` for a context
+The worker (webhook/serving/) asks :meth:`CertificateReloader.context` for a context
 on every new connection; it hands out a cached one and replaces it when the files
 change (a Secret volume update or a cert-manager renewal), so new connections get the
 new certificate without a restart while established keep-alive connections carry on.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make kind-up`: a kind cluster named $CLUSTER with a control plane and a worker, Ready,
-# CoreDNS and kube-proxy running. The node image is built offline (node-image.sh) unless
-# KIND_NODE_IMAGE names one, e.g. the stock kindest/node:v1.34.x where a registry is
-# reachable. An existing cluster of that name is reused. On failure the nodes' logs are
-# exported and the cluster is deleted, so a retry starts clean.
+# CoreDNS and kube-proxy running. The node image is the stock kindest/node:v$K8S_VERSION
+# where a registry serves it (a probe of a few seconds) and is built offline
+# (node-image.sh) where none does; KIND_NODE_IMAGE (an image, or "offline") decides
+# instead (choose_node_image in lib.sh). An existing cluster of that name is reused. On
+# failure the nodes' logs are exported and the cluster is deleted, so a retry starts clean.
 source "$(dirname "$0")/lib.sh"
 
 "$HACK_KIND/host.sh"
@@ -14,11 +15,11 @@ if "$KIND_BIN" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
 fi
 
 stock=false
-if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
-  image=$KIND_NODE_IMAGE
-  [[ $image == prg.local/* ]] || stock=true
-else
+image=$(choose_node_image)
+if [[ $image == offline ]]; then
   image=$(timed node-image "$HACK_KIND/node-image.sh")
+else
+  [[ $image == prg.local/* ]] || stock=true
 fi
 admission_dir=$("$HACK_KIND/admission.sh")
 config=$KIND_CACHE/cluster-$CLUSTER.yaml
@@ -42,6 +43,11 @@ log "creating kind cluster $CLUSTER from $image"
 # --retain keeps failed nodes long enough to export their logs (fail() deletes them).
 timed kind-create "$KIND_BIN" create cluster --name "$CLUSTER" --image "$image" --config "$config" --retain
 $stock || timed cni "$HACK_KIND/cni.sh"
+if $stock; then
+  # The suites' workload image, which the offline node image has baked in.
+  timed workload-image load_workload_image ||
+    log "could not load $WORKLOAD_IMAGE: the e2e workloads (Jobs, kubectl debug) will not start"
+fi
 # Workloads on both nodes, so the webhook's replicas spread and draining one node leaves
 # the other (kind taints its control plane).
 kubectl taint nodes -l node-role.kubernetes.io/control-plane node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null 2>&1 || true

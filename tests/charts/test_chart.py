@@ -222,6 +222,42 @@ def check_scheduling(docs: list[Doc]) -> None:
     assert entry["clientConfig"]["service"]["name"] == "guard"
 
 
+def check_security_env_service_account(docs: list[Doc]) -> None:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    # Merged into the defaults: added keys and changed ids; runAsUser removed with null.
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsGroup": 65532,
+        "fsGroup": 1000,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container(docs)["securityContext"] == {
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seLinuxOptions": {"level": "s0:c123,c456"},
+    }
+    env = container(docs)["env"]
+    names = [e["name"] for e in env]
+    assert names[:3] == ["PRG_BIND", "PRG_CERT_DIR", "PROMETHEUS_MULTIPROC_DIR"]
+    assert env[3:] == [
+        {"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"},
+        {"name": "PYTHONHASHSEED", "value": "0"},
+        {"name": "BIG", "value": "1048576"},
+        {"name": "DEBUG_TRACE", "value": "true"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "token"}}},
+    ]
+    account = one(docs, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/none",
+        "example.com/owner": "platform",
+    }
+    assert account["automountServiceAccountToken"] is False
+
+
 MATRIX: dict[str, tuple[Doc, Callable[[list[Doc]], None]]] = {
     "defaults": ({}, check_defaults),
     "all-settings": ({"settings": ALL_SETTINGS}, check_all_settings),
@@ -272,6 +308,33 @@ MATRIX: dict[str, tuple[Doc, Callable[[list[Doc]], None]]] = {
             }
         },
         check_monitoring,
+    ),
+    "security-env-service-account": (
+        {
+            "podSecurityContext": {
+                "runAsUser": None,
+                "fsGroup": 1000,
+                "fsGroupChangePolicy": "OnRootMismatch",
+            },
+            "securityContext": {"seLinuxOptions": {"level": "s0:c123,c456"}},
+            "extraEnv": [
+                {"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"},
+                {"name": "PYTHONHASHSEED", "value": 0},
+                {"name": "BIG", "value": 1048576},
+                {"name": "DEBUG_TRACE", "value": True},
+                {
+                    "name": "TOKEN",
+                    "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "token"}},
+                },
+            ],
+            "serviceAccount": {
+                "annotations": {
+                    "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/none",
+                    "example.com/owner": "platform",
+                }
+            },
+        },
+        check_security_env_service_account,
     ),
     "scheduling": (
         {
@@ -327,7 +390,14 @@ def test_every_webhook_setting_has_a_value() -> None:
 BAD_VALUES: dict[str, tuple[Doc, str]] = {
     "unknown mode": ({"settings": {"mode": "block"}}, "/settings/mode"),
     "TLS 1.1": ({"settings": {"tlsMinVersion": "1.1"}}, "/settings/tlsMinVersion"),
-    "tlsMinVersion as a number": ({"settings": {"tlsMinVersion": 1.2}}, "/settings/tlsMinVersion"),
+    "tlsMinVersion 1.1 as a number": (
+        {"settings": {"tlsMinVersion": 1.1}},
+        "/settings/tlsMinVersion",
+    ),
+    "tlsMinVersion 1.30 as a string": (
+        {"settings": {"tlsMinVersion": "1.30"}},
+        "/settings/tlsMinVersion",
+    ),
     "too many workers": ({"settings": {"workers": 65}}, "/settings/workers"),
     "tiny body limit": ({"settings": {"maxBodyBytes": 10}}, "/settings/maxBodyBytes"),
     "log level": ({"settings": {"logLevel": "TRACE"}}, "/settings/logLevel"),
@@ -358,6 +428,69 @@ BAD_VALUES: dict[str, tuple[Doc, str]] = {
     ),
     "pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     "digest": ({"image": {"digest": "latest"}}, "/image/digest"),
+    # certManager durations: Go durations only (cert-manager would refuse these later,
+    # in the cluster, with the install already half done).
+    **{
+        f"certManager {key} {value!r}": (
+            {"certificates": {"source": "certManager", "certManager": {key: value}}},
+            f"/certificates/certManager/{key}",
+        )
+        for key in ("duration", "renewBefore")
+        for value in ("90d", "2160", "", "h", "2160h ", "1 h", "P90D", 2160)
+    },
+    # The keys that keep the pod Pod Security "restricted" cannot be changed ...
+    "root allowed": ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext"),
+    "user 0": ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+    "no seccomp": (
+        {"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
+        "/podSecurityContext/seccompProfile/type",
+    ),
+    "writable root": (
+        {"securityContext": {"readOnlyRootFilesystem": False}},
+        "/securityContext/readOnlyRootFilesystem",
+    ),
+    "privilege escalation": (
+        {"securityContext": {"allowPrivilegeEscalation": True}},
+        "/securityContext/allowPrivilegeEscalation",
+    ),
+    "privileged": ({"securityContext": {"privileged": True}}, "/securityContext/privileged"),
+    "container as root": (
+        {"securityContext": {"runAsNonRoot": False}},
+        "/securityContext/runAsNonRoot",
+    ),
+    "capabilities not all dropped": (
+        {"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}},
+        "/securityContext/capabilities/drop",
+    ),
+    "capability added": (
+        {"securityContext": {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}},
+        "/securityContext/capabilities/add",
+    ),
+    # ... nor removed with null (Helm deletes the default's key).
+    **{
+        f"{section}.{key} removed": ({section: {key: None}}, f"missing property '{key}'")
+        for section, key in (
+            ("podSecurityContext", "runAsNonRoot"),
+            ("podSecurityContext", "seccompProfile"),
+            ("securityContext", "readOnlyRootFilesystem"),
+            ("securityContext", "allowPrivilegeEscalation"),
+            ("securityContext", "runAsNonRoot"),
+            ("securityContext", "privileged"),
+            ("securityContext", "capabilities"),
+        )
+    },
+    "extraEnv without a name": ({"extraEnv": [{"value": "x"}]}, "/extraEnv/0"),
+    "extraEnv value and valueFrom": (
+        {"extraEnv": [{"name": "A", "value": "x", "valueFrom": {"fieldRef": {}}}]},
+        "/extraEnv/0",
+    ),
+    "extraEnv value a map": ({"extraEnv": [{"name": "A", "value": {"a": 1}}]}, "/extraEnv/0/value"),
+    "extraEnv as a map": ({"extraEnv": {"A": "x"}}, "/extraEnv"),
+    "service account annotation not a string": (
+        {"serviceAccount": {"annotations": {"a": 1}}},
+        "/serviceAccount/annotations/a",
+    ),
+    "service account name": ({"serviceAccount": {"name": "x"}}, "'name' not allowed"),
 }
 
 
@@ -370,6 +503,103 @@ def test_schema_rejects(helm: str, tmp_path: Path, case: str) -> None:
     assert result.returncode != 0, f"{case}: accepted"
     assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
     assert where in result.stderr, result.stderr
+
+
+def helm_template_args(helm: str, *args: str) -> list[Doc]:
+    result = run([helm, "template", RELEASE, str(CHART), "-n", NAMESPACE, *args])
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+# How tlsMinVersion reaches the chart: --set gives a string, --set-json and an unquoted
+# 1.3 in a values file a number. Each renders the string the webhook reads.
+TLS_MIN_VERSION_FORMS = {
+    "--set 1.3": ["--set", "settings.tlsMinVersion=1.3"],
+    "--set-string 1.3": ["--set-string", "settings.tlsMinVersion=1.3"],
+    "--set-json 1.3": ["--set-json", "settings.tlsMinVersion=1.3"],
+    "--set-json '1.2'": ["--set-json", 'settings.tlsMinVersion="1.2"'],
+    "--set 1.2": ["--set", "settings.tlsMinVersion=1.2"],
+}
+
+
+@pytest.mark.parametrize("form", TLS_MIN_VERSION_FORMS)
+def test_tls_min_version_forms(helm: str, form: str) -> None:
+    args = TLS_MIN_VERSION_FORMS[form]
+    version = args[1][-4:-1] if args[1].endswith('"') else args[1][-3:]
+    env = settings_env(helm_template_args(helm, *args))
+    assert env["PRG_TLS_MIN_VERSION"] == version
+    assert load_settings(env).tls_min_version == version
+
+
+def test_tls_min_version_number_in_values_file(helm: str, tmp_path: Path) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text("settings:\n  tlsMinVersion: 1.3\n")  # a YAML float
+    env = settings_env(helm_template_args(helm, "-f", str(values_file)))
+    assert env["PRG_TLS_MIN_VERSION"] == "1.3"
+
+
+@pytest.mark.parametrize("duration", ["2160h0m0s", "2160h", "1h30m", "1.5h", "90m"])
+def test_cert_manager_go_durations(helm: str, duration: str) -> None:
+    """As cert-manager prints them (2160h0m0s) or as people write them; quoted strings."""
+    docs = helm_template_args(
+        helm,
+        "--set", "certificates.source=certManager",
+        "--set", f"certificates.certManager.duration={duration}",
+        "--set", "certificates.certManager.renewBefore=720h0m0s",
+    )  # fmt: skip
+    serving = next(d for d in docs if d["metadata"]["name"].endswith("-serving"))["spec"]
+    assert (serving["duration"], serving["renewBefore"]) == (duration, "720h0m0s")
+
+
+# The same pinned keys when the schema is skipped (--skip-schema-validation), and the
+# extraEnv names the template refuses (env would win over the settings' envFrom).
+TEMPLATE_REFUSES: dict[str, tuple[list[str], str]] = {
+    "writable root without the schema": (
+        ["--skip-schema-validation", "--set", "securityContext.readOnlyRootFilesystem=false"],
+        "securityContext.readOnlyRootFilesystem must be true",
+    ),
+    "escalation without the schema": (
+        ["--skip-schema-validation", "--set", "securityContext.allowPrivilegeEscalation=null"],
+        "securityContext.allowPrivilegeEscalation must be false",
+    ),
+    "root without the schema": (
+        ["--skip-schema-validation", "--set", "podSecurityContext.runAsNonRoot=false"],
+        "podSecurityContext.runAsNonRoot must be true",
+    ),
+    "capabilities without the schema": (
+        ["--skip-schema-validation", "--set", "securityContext.capabilities.drop={NET_RAW}"],
+        "securityContext.capabilities.drop must include ALL",
+    ),
+    "capability added without the schema": (
+        ["--skip-schema-validation", "--set", "securityContext.capabilities.add={NET_ADMIN}"],
+        "securityContext.capabilities.add must be empty",
+    ),
+    "extraEnv PRG_MODE": (
+        ["--set", "extraEnv[0].name=PRG_MODE", "--set", "extraEnv[0].value=audit"],
+        "extraEnv[0] PRG_MODE: PRG_* variables are set through settings.*",
+    ),
+    "extraEnv PROMETHEUS_MULTIPROC_DIR": (
+        [
+            "--set",
+            "extraEnv[0].name=A",
+            "--set",
+            "extraEnv[0].value=a",
+            "--set",
+            "extraEnv[1].name=PROMETHEUS_MULTIPROC_DIR",
+            "--set",
+            "extraEnv[1].value=/x",
+        ],
+        "extraEnv[1] PROMETHEUS_MULTIPROC_DIR",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TEMPLATE_REFUSES)
+def test_template_refuses(helm: str, case: str) -> None:
+    args, message = TEMPLATE_REFUSES[case]
+    result = run([helm, "template", RELEASE, str(CHART), *args])
+    assert result.returncode != 0, f"{case}: accepted"
+    assert message in result.stderr, result.stderr
 
 
 # --- generated certificates -------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -514,6 +515,41 @@ def test_live_without_a_cluster_is_bad_input(tmp_path: Path) -> None:
     assert_bad_input(result, "kubeconfig")
 
 
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # closed again: connections to it are refused
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--live", "--new", str(EXAMPLE_POD_FILE)],
+        ["policy", "--live"],
+        ["policy", "--check", "--live"],
+    ],
+    ids=["check --live", "policy --live", "policy --check --live"],
+)
+def test_an_unreachable_cluster_is_an_error_not_a_verdict(tmp_path: Path, args: list[str]) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    server = f"https://127.0.0.1:{closed_port()}"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    result = run(*args, "--kubeconfig", str(kubeconfig))
+    assert_bad_input(result, "cannot reach the API server at", server)
+
+
 def test_live_needs_a_name(tmp_path: Path) -> None:
     pod = example_pod()
     del pod["metadata"]["name"]
@@ -522,30 +558,33 @@ def test_live_needs_a_name(tmp_path: Path) -> None:
 
 
 class ScriptedCluster:
-    """Answers check --live's reads and dry runs from a script of resourceVersions: the
-    pod's version at each read, and the version it has reached by each dry run."""
+    """Answers check --live's reads and dry runs as the API server does, from a script of
+    resourceVersions: the pod's version at each read, and the version it has reached by
+    each dry run (a dry run naming another version is a Conflict, as is one whose
+    manifest names another uid)."""
 
     def __init__(self, read_versions: list[str], dry_run_versions: list[str]) -> None:
         self.reads = iter(read_versions)
         self.current = iter(dry_run_versions)
         self.sent: list[str] = []
+        self.uid = "uid-1"
 
     def read_pod(self, name: str, namespace: str) -> dict[str, Any]:
-        return {
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": next(self.reads)}
-        }
+        version = next(self.reads)
+        return {"metadata": {"name": name, "resourceVersion": version, "uid": self.uid}}
 
     def dry_run_replace(self, manifest: dict[str, Any], name: str, namespace: str) -> DryRun:
         sent = manifest["metadata"]["resourceVersion"]
         self.sent.append(sent)
-        if sent != next(self.current):
+        uid = manifest["metadata"].get("uid")
+        if int(sent) != int(next(self.current)) or (uid and uid != self.uid):
             raise PodChanged(f"pod {name} has changed")
         return DryRun(manifest)
 
 
-def manifest_at(version: str | None) -> dict[str, Any]:
-    metadata = {"name": "p", **({"resourceVersion": version} if version else {})}
-    return {"kind": "Pod", "metadata": metadata}
+def manifest_at(version: str | None, **metadata: str) -> dict[str, Any]:
+    named = {"resourceVersion": version} if version is not None else {}
+    return {"kind": "Pod", "metadata": {"name": "p", **named, **metadata}}
 
 
 def test_live_pins_an_unversioned_manifest_to_the_version_it_read() -> None:
@@ -553,6 +592,15 @@ def test_live_pins_an_unversioned_manifest_to_the_version_it_read() -> None:
     live, answer = _read_and_dry_run(cluster, manifest_at(None), "p", "ns")
     assert cluster.sent == ["7"]
     assert live["metadata"]["resourceVersion"] == answer.stored["metadata"]["resourceVersion"]
+
+
+@pytest.mark.parametrize("version", ["", "0", "00"])
+def test_live_takes_an_empty_or_zero_version_as_unversioned_as_the_api_server_does(
+    version: str,
+) -> None:
+    cluster = ScriptedCluster(["7"], ["7"])
+    _read_and_dry_run(cluster, manifest_at(version), "p", "ns")
+    assert cluster.sent == ["7"]
 
 
 def test_live_reads_again_when_the_pod_changes_before_the_dry_run() -> None:
@@ -564,23 +612,59 @@ def test_live_reads_again_when_the_pod_changes_before_the_dry_run() -> None:
 
 
 def test_live_gives_up_on_a_pod_that_changes_on_every_try() -> None:
-    versions = [str(v) for v in range(LIVE_ATTEMPTS + 1)]
+    versions = [str(v) for v in range(1, LIVE_ATTEMPTS + 2)]
     cluster = ScriptedCluster(versions[:-1], versions[1:])
     with pytest.raises(UsageError, match=f"each of {LIVE_ATTEMPTS} tries"):
         _read_and_dry_run(cluster, manifest_at(None), "p", "ns")
+    assert len(cluster.sent) == LIVE_ATTEMPTS
 
 
-def test_live_calls_a_stale_manifest_stale_and_never_retries_it() -> None:
-    cluster = ScriptedCluster(["9"], ["9"])
+def test_live_calls_an_older_version_stale_without_a_dry_run() -> None:
+    cluster = ScriptedCluster(["9"], [])
+    with pytest.raises(UsageError, match="has changed since the manifest was read"):
+        _read_and_dry_run(cluster, manifest_at("7"), "p", "ns")
+    assert cluster.sent == []
+
+
+def test_live_calls_a_manifest_stale_when_the_pod_moves_on_before_the_dry_run() -> None:
+    cluster = ScriptedCluster(["7"], ["8"])
     with pytest.raises(UsageError, match="has changed since the manifest was read"):
         _read_and_dry_run(cluster, manifest_at("7"), "p", "ns")
     assert cluster.sent == ["7"]
 
 
 def test_live_replaces_a_current_versioned_manifest_as_written() -> None:
-    cluster = ScriptedCluster(["7"], ["7"])
+    cluster = ScriptedCluster(["007"], ["7"])
     _read_and_dry_run(cluster, manifest_at("7"), "p", "ns")
     assert cluster.sent == ["7"]
+
+
+def test_live_reads_again_when_the_manifest_is_newer_than_its_read() -> None:
+    # Read at 7, the manifest was read at 8 by someone else: judged against version 8.
+    cluster = ScriptedCluster(["7", "8"], ["8", "8"])
+    live, _ = _read_and_dry_run(cluster, manifest_at("8"), "p", "ns")
+    assert live["metadata"]["resourceVersion"] == "8"
+    assert cluster.sent == ["8", "8"]
+
+
+def test_live_names_a_pod_created_again_and_does_not_retry() -> None:
+    cluster = ScriptedCluster(["7"], [])
+    with pytest.raises(UsageError, match="uid differs"):
+        _read_and_dry_run(cluster, manifest_at(None, uid="uid-0"), "p", "ns")
+    assert cluster.sent == []
+
+
+@pytest.mark.parametrize("version", ["abc", "-1", " 7", "+7", "1_0", "1" * 21])
+def test_live_refuses_a_version_the_api_server_cannot_parse(version: str) -> None:
+    with pytest.raises(UsageError, match="resourceVersion must be a string of digits"):
+        _read_and_dry_run(ScriptedCluster(["7"], ["7"]), manifest_at(version), "p", "ns")
+
+
+@pytest.mark.parametrize("version", [7, True, [], {}])
+def test_live_refuses_a_version_that_is_not_a_string(version: object) -> None:
+    manifest: dict[str, Any] = {"metadata": {"name": "p", "resourceVersion": version}}
+    with pytest.raises(UsageError, match="resourceVersion must be a string"):
+        _read_and_dry_run(ScriptedCluster(["7"], ["7"]), manifest, "p", "ns")
 
 
 # --- certs ----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The command line's conventions (README.md, "The command line"), through real
 subprocesses: the exit-code table held to what each command does, one error line and
 exit 2 for everything that is not a verdict (a cluster that is down, forbids or hangs),
-flags checked where they enter, --version, -o, a closed pipe, Ctrl-C.
+flags checked where they enter, --version, -o, a closed pipe, Ctrl-C. (The README's
+sample AdmissionReview is tests/docs/test_review_sample.py's.)
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -454,21 +454,6 @@ def test_policy_into_head_through_a_shell_pipe() -> None:
     assert result.stdout.count("\n") == 1
     assert result.stderr == ""
     assert result.returncode == 2
-
-
-# --- the README's AdmissionReview ----------------------------------------------------------------
-
-
-def test_the_readme_sample_review_gets_the_answer_it_shows() -> None:
-    from webhook.policy import answer_review
-    from webhook.settings import load_settings
-
-    section = README.split("A review as the API server sends it", 1)[1]
-    request, response = (
-        json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S)[:2]
-    )
-    answer, _ = answer_review(request, load_settings(environ={}))
-    assert answer == response
 
 
 # --- the import cycle is gone --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""webhook/worker.py in a real server: deadlines, shedding, the health listener, and
+"""webhook/serving/ in a real server: deadlines, shedding, the health listener, and
 readiness that follows draining and the certificate's validity.
 
 Each test starts `python -m webhook serve` with settings that make the behaviour show

@@ -40,7 +40,7 @@ def test_ready_once_loaded_and_not_ready_while_draining(settings: Settings) -> N
 
 def test_options_name_the_guarded_worker_and_no_tls_hook(settings: Settings) -> None:
     options = gunicorn_options(settings)
-    assert options["worker_class"] == "webhook.worker.GuardedWorker"
+    assert options["worker_class"] == "webhook.serving.worker.GuardedWorker"
     # Each connection's context comes from the worker's reloader, not a hook.
     assert "ssl_context" not in options
     assert options["certfile"] == str(settings.cert_file)

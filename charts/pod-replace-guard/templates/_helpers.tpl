@@ -63,11 +63,7 @@ PRG_JUDGED_SUBRESOURCES: {{ join "," . | quote }}
 {{- range $key, $env := dict "maxBodyBytes" "PRG_MAX_BODY_BYTES" "tlsMinVersion" "PRG_TLS_MIN_VERSION" "workers" "PRG_WORKERS" "threads" "PRG_THREADS" "keepalive" "PRG_KEEPALIVE" "gracefulTimeout" "PRG_GRACEFUL_TIMEOUT" "certReloadSeconds" "PRG_CERT_RELOAD_SECONDS" "handshakeTimeout" "PRG_HANDSHAKE_TIMEOUT" "requestTimeout" "PRG_REQUEST_TIMEOUT" "maxConnections" "PRG_MAX_CONNECTIONS" "inflightBytes" "PRG_INFLIGHT_BYTES" }}
 {{- $value := index $s $key }}
 {{- if not (kindIs "invalid" $value) }}
-{{- /* Numbers from values files are float64: 1048576, not 1.048576e+06. */}}
-{{- if and (kindIs "float64" $value) (eq $value (floor $value)) }}
-{{- $value = int64 $value }}
-{{- end }}
-{{ $env }}: {{ $value | toString | quote }}
+{{ $env }}: {{ include "prg.string" $value | quote }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -95,4 +91,47 @@ Computed once per render (the Secret and the webhook configuration share it); JS
 {{- $_ := set .Release "prgCertificates" (dict "caCert" $ca.Cert "caKey" $ca.Key "cert" $cert.Cert "key" $cert.Key) -}}
 {{- end -}}
 {{- .Release.prgCertificates | toJson -}}
+{{- end -}}
+
+{{/*
+A scalar value as the string an environment variable holds. Numbers from values files
+(and --set-json) are float64: 1048576, not 1.048576e+06; tlsMinVersion 1.3, not 1.3e+00.
+*/}}
+{{- define "prg.string" -}}
+{{- $value := . -}}
+{{- if and (kindIs "float64" $value) (eq $value (floor $value)) -}}
+{{- $value = int64 $value -}}
+{{- end -}}
+{{- $value | toString -}}
+{{- end -}}
+
+{{/*
+The pod and container securityContext keys that keep the pod Pod Security "restricted".
+values.schema.json refuses any other value (and a key removed with null); this repeats
+the check for renders that skip the schema (--skip-schema-validation). And extraEnv
+names that would override a setting or a variable of the chart (env wins over envFrom).
+*/}}
+{{- define "prg.checkSecurityContexts" -}}
+{{- $pod := .Values.podSecurityContext | default dict -}}
+{{- $container := .Values.securityContext | default dict -}}
+{{- $caps := $container.capabilities | default dict -}}
+{{- if ne (toString (index $pod "runAsNonRoot")) "true" -}}
+{{- fail "podSecurityContext.runAsNonRoot must be true (charts/pod-replace-guard/README.md)" -}}
+{{- end -}}
+{{- range $key, $want := dict "runAsNonRoot" "true" "readOnlyRootFilesystem" "true" "allowPrivilegeEscalation" "false" "privileged" "false" -}}
+{{- if ne (toString (index $container $key)) $want -}}
+{{- fail (printf "securityContext.%s must be %s (charts/pod-replace-guard/README.md)" $key $want) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has "ALL" ($caps.drop | default list)) -}}
+{{- fail "securityContext.capabilities.drop must include ALL (charts/pod-replace-guard/README.md)" -}}
+{{- end -}}
+{{- range $i, $env := .Values.extraEnv -}}
+{{- if or (hasPrefix "PRG_" $env.name) (eq $env.name "PROMETHEUS_MULTIPROC_DIR") -}}
+{{- fail (printf "extraEnv[%d] %s: PRG_* variables are set through settings.* (or by the chart), PROMETHEUS_MULTIPROC_DIR by the chart" $i $env.name) -}}
+{{- end -}}
+{{- end -}}
+{{- if $caps.add -}}
+{{- fail "securityContext.capabilities.add must be empty (charts/pod-replace-guard/README.md)" -}}
+{{- end -}}
 {{- end -}}
