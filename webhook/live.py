@@ -105,8 +105,17 @@ def kube_api_client(kubeconfig: str | None, context: str | None) -> Any:
         raise LiveError(
             "--live needs the kubernetes client: pip install 'pod-replace-guard[live]'"
         ) from error
+    from kubernetes.client import Configuration
+    from urllib3.util.retry import Retry
+
+    configuration = type.__call__(Configuration)
+    # A refused connection is tried again (it fails at once); a read that timed out is
+    # not: urllib3's default would wait out the timeout four times before the one line.
+    configuration.retries = Retry(total=3, connect=3, read=0, status=0, redirect=0)
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
     except ConfigException as error:
         raise LiveError(f"cannot load kubeconfig: {error}") from error
     except (OSError, ValueError) as error:

@@ -479,3 +479,13 @@ def test_serve_that_cannot_bind_is_one_error_line_and_exit_2(tmp_path: Path) -> 
     assert result.stderr.splitlines()[-1] == (
         f"{PROG}: error: the server stopped: gunicorn exit status 1 (its log says why)"
     )
+
+
+def test_a_read_that_timed_out_is_not_waited_out_again(tmp_path: Path) -> None:
+    """urllib3 retries a read timeout three times by default: four timeouts (2 to 4
+    minutes) before the error line. The live client tries a read once."""
+    from webhook.live import kube_api_client
+
+    api = kube_api_client(kubeconfig(tmp_path, "https://127.0.0.1:1"), None)
+    assert api.configuration.retries.read == 0
+    assert api.configuration.host == "https://127.0.0.1:1"
