@@ -2,6 +2,9 @@
 
 import sys
 
-from webhook.cli import main
+try:
+    from webhook.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the modules load: as main would answer it
+    sys.exit(130)
 
 sys.exit(main())

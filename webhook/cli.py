@@ -1,31 +1,60 @@
-"""Command line: ``serve``, ``check``, ``certs``, ``policy`` (``python -m webhook``).
+"""Command line: ``serve``, ``check``, ``certs``, ``client-cert``, ``policy``
+(``pod-replace-guard``, ``python -m webhook``).
 
-Bad input exits 2 with one line on stderr and no traceback; ``check`` exits 0 when the
-update would be allowed, 1 when it would be denied, and 3 when an offline check cannot
-tell (only fields the manifest omits differ, which the API server may default).
+Every failure that is not a verdict exits 2 with one line on stderr and no traceback
+(:func:`main`); ``check`` exits 0 when the update would be allowed, 1 when it would be
+denied, and 3 when an offline check cannot tell (only fields the manifest omits differ,
+which the API server may default). README.md, "Exit codes", has the table per command.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import re
 import sys
+import traceback
 from collections.abc import Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
+from webhook import policy_command
+from webhook.cli_support import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_NO,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    OUTPUTS,
+    PROG,
+    UsageError,
+    common_name,
+    dns_label,
+    dns_name,
+    positive_days,
+    read_source,
+    refuse_unused,
+    version,
+    write_structured,
+)
 from webhook.review import MalformedReview
 from webhook.settings import ConfigError, cautions, load_settings
 
-PROG = "pod-replace-guard"
-EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
+__all__ = ["PROG", "UsageError", "main", "read_source"]
+
+EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = EXIT_OK, EXIT_NO, EXIT_ERROR
 
 # Metadata the API server takes from the stored object when an update leaves it out
 # (rest.BeforeUpdate), so a manifest without them compares like the server sees it.
+# The namespace comes from the request's URL (rest.ValidNamespace), which for a
+# replacement of the same pod is the old pod's.
 SERVER_FILLED_METADATA = (
+    "namespace",
     "uid",
     "creationTimestamp",
     "deletionTimestamp",
@@ -37,13 +66,14 @@ SERVER_FILLED_METADATA = (
 )
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr, exit code 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse drops an OSError here: a closed pipe must reach main's handler.
+        if message:
+            (file or sys.stderr).write(message)
 
 
 class _StringTimestampLoader(yaml.SafeLoader):
@@ -54,19 +84,6 @@ _StringTimestampLoader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-
-
-def read_source(source: str, stdin: IO[str]) -> str:
-    """A file's text (``-`` for stdin); UsageError naming the file otherwise."""
-    if source == "-":
-        return stdin.read()
-    try:
-        with open(source, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as error:
-        raise UsageError(f"cannot read {source}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{source} is not UTF-8 text") from error
 
 
 def load_pod(source: str, stdin: IO[str]) -> dict[str, Any]:
@@ -86,10 +103,51 @@ def load_pod(source: str, stdin: IO[str]) -> dict[str, Any]:
     pod = documents[0]
     if not isinstance(pod, dict):
         raise UsageError(f"{name} must hold a Pod object, not a {type(pod).__name__}")
-    kind = pod.get("kind")
-    if kind is not None and kind != "Pod":
-        raise UsageError(f"{name} holds a {kind}, not a Pod")
+    _require_pod(pod, name)
     return pod
+
+
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
+
+
+def _require_pod(pod: dict[str, Any], name: str) -> None:
+    """A manifest kubectl replace would send: kind Pod, apiVersion v1, a metadata.name.
+
+    Messages name the field, never its value (a pod's fields can hold secrets); a kind
+    is shown only when it looks like one.
+    """
+    kind = pod.get("kind")
+    if kind is None:
+        raise UsageError(f"{name} has no kind: a Pod manifest says kind: Pod (as kubectl needs)")
+    if kind != "Pod":
+        shown = f"a {kind}" if isinstance(kind, str) and _KIND.fullmatch(kind) else "another kind"
+        raise UsageError(f"{name} holds {shown}, not a Pod")
+    if pod.get("apiVersion") is None:
+        raise UsageError(f"{name} has no apiVersion: a Pod manifest says apiVersion: v1")
+    if pod.get("apiVersion") != "v1":
+        raise UsageError(f"{name}: apiVersion is not v1, the only version of Pod")
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, dict):
+        raise UsageError(f"{name} has no metadata (a mapping with the pod's name)")
+    pod_name = metadata.get("name")
+    if pod_name is None or pod_name == "":
+        raise UsageError(f"{name} has no metadata.name: a manifest names the pod it replaces")
+    for key in ("name", "namespace", "uid"):
+        if key in metadata and not isinstance(metadata[key], str):
+            raise UsageError(f"{name}: metadata.{key} is not a string")
+
+
+def require_same_pod(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """UsageError unless --old and --new are the same pod: a replacement keeps the
+    namespace and name, and the uid when both name one. A namespace the manifest leaves
+    out is the one kubectl would use, which an offline check does not know."""
+    old_meta, new_meta = old["metadata"], new["metadata"]
+    for key in ("namespace", "name", "uid"):
+        if key in old_meta and key in new_meta and old_meta[key] != new_meta[key]:
+            raise UsageError(
+                f"--old and --new are different pods (their metadata.{key} differ): "
+                "a replacement keeps the pod's namespace, name and uid"
+            )
 
 
 def fill_server_fields(live: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +170,12 @@ OFFLINE_CAVEAT = (
     "offline: judged the manifest as written. The API server fills in defaults for "
     "fields a manifest omits and applies its own pod validation (ValidatePodUpdate) "
     "before any webhook; an offline check knows neither. --live asks the API server."
+)
+
+
+UNKNOWN_MESSAGE = (
+    "cannot tell offline: the only fields that differ are ones the manifest omits, which "
+    "the API server may fill in with its defaults"
 )
 
 
@@ -152,12 +216,15 @@ def check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     ]
     known = [v for v in violations if not v.get("omitted")]
     verdict = "allowed" if decision.allowed else ("denied" if known else "unknown")
+    message = status.get("message", "pod update allowed")
+    if verdict == "unknown":
+        message = UNKNOWN_MESSAGE
     return {
-        "allowed": decision.allowed,
+        "allowed": None if verdict == "unknown" else decision.allowed,
         "verdict": verdict,
         "checked": "offline",
         "violations": violations,
-        "message": status.get("message", "pod update allowed"),
+        "message": message,
         "caveat": OFFLINE_CAVEAT,
     }
 
@@ -296,8 +363,8 @@ _LAYERS = {
 
 
 def _print_verdict(verdict: dict[str, Any], output: str, out: IO[str]) -> None:
-    if output == "json":
-        out.write(json.dumps(verdict) + "\n")
+    if output != "text":
+        write_structured(verdict, output, out)
         return
     live = verdict["checked"] == "live"
     if verdict["verdict"] == "allowed":
@@ -311,13 +378,15 @@ def _print_verdict(verdict: dict[str, Any], output: str, out: IO[str]) -> None:
             out.write(f"denied by {_LAYERS[verdict['layer']]}{refuser}")
             out.write(", naming these fields:\n" if verdict["violations"] else "\n")
         elif verdict["verdict"] == "unknown":
-            out.write("unknown offline: only fields the manifest omits differ:\n")
+            out.write("unknown: only fields the manifest omits differ:\n")
         else:
             out.write("denied: these fields may not be changed:\n")
         for violation in verdict["violations"]:
             note = " (omitted in the manifest: the API server may default it)"
             out.write(f"  {violation['path']}{note if violation.get('omitted') else ''}\n")
-        if not live:
+        if verdict["verdict"] == "unknown":
+            out.write(verdict["message"] + "\n")
+        elif not live:
             out.write(verdict["message"].split(". ", 1)[-1] + "\n")
     if not live:
         out.write(verdict["caveat"] + "\n")
@@ -329,6 +398,8 @@ EXIT_BY_VERDICT = {"allowed": EXIT_ALLOWED, "denied": EXIT_DENIED, "unknown": EX
 def _cmd_check(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
     if args.live and args.old:
         raise UsageError("--live reads the old object from the cluster; do not also pass --old")
+    if not args.live:
+        refuse_unused(args, "applies only with --live", "--kubeconfig", "--context")
     if not args.live and not args.old:
         raise UsageError("--old is required (or --live to ask the cluster)")
     if args.old == "-" and args.new == "-":
@@ -338,7 +409,9 @@ def _cmd_check(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
         if args.live:
             verdict = check_live(new, args.kubeconfig, args.context)
         else:
-            verdict = check(load_pod(args.old, stdin), new)
+            old = load_pod(args.old, stdin)
+            require_same_pod(old, new)
+            verdict = check(old, new)
     except MalformedReview as error:
         raise UsageError(error.reason) from error
     _print_verdict(verdict, args.output, out)
@@ -362,8 +435,12 @@ def _cmd_certs(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError(str(error)) from error
     except OSError as error:
         raise UsageError(f"cannot write to {args.out}: {error.strerror}") from error
-    out.write(issued.ca_bundle + "\n")
-    return 0
+    if args.output == "text":
+        out.write(issued.ca_bundle + "\n")
+    else:
+        result = {"caBundle": issued.ca_bundle, "dir": str(issued.out_dir)}
+        write_structured({**result, "reusedCA": issued.reused_ca}, args.output, out)
+    return EXIT_OK
 
 
 def _cmd_client_cert(args: argparse.Namespace, out: IO[str]) -> int:
@@ -375,8 +452,11 @@ def _cmd_client_cert(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError(str(error)) from error
     except OSError as error:
         raise UsageError(f"cannot write to {args.out}: {error.strerror}") from error
-    out.write(f"{ca_path}\n")
-    return 0
+    if args.output == "text":
+        out.write(f"{ca_path}\n")
+    else:
+        write_structured({"clientCA": str(ca_path)}, args.output, out)
+    return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -425,20 +505,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "workers": settings.workers,
         },
     )
-    run_gunicorn(settings)
-    return 0
-
-
-def _cmd_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
-    from webhook.policy_command import run_policy
-
-    return run_policy(args, stdin, out)
+    master = os.getpid()
+    try:
+        run_gunicorn(settings)
+    except SystemExit as stop:
+        # gunicorn ends its master with sys.exit: 0 after draining, else 1 (cannot bind),
+        # 3 (a worker cannot boot), 4 (the app cannot load) or -1. A forked worker's
+        # exit is gunicorn's business (the master reads it): pass it on untouched.
+        if os.getpid() != master or stop.code in (0, None):
+            raise
+        raise UsageError(
+            f"the server stopped: gunicorn exit status {stop.code} (its log says why)"
+        ) from None
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog=PROG, description="Kubernetes admission webhook for the pod replace rules."
+        prog=PROG,
+        description="Kubernetes admission webhook for the pod replace rules.",
+        epilog="Exit codes: README.md, 'Exit codes'. Errors are one line on stderr, exit 2.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="serve the webhook with gunicorn over TLS")
@@ -470,22 +558,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig", help="kubeconfig for --live (default: $KUBECONFIG, ~/.kube/config)"
     )
     check_cmd.add_argument("--context", help="kubeconfig context for --live")
-    check_cmd.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    check_cmd.add_argument(
+        "--output", "-o", choices=OUTPUTS, default="text", help="text (default), json or yaml"
+    )
 
     certs = commands.add_parser(
         "certs", help="write a CA and a serving certificate; print the caBundle"
     )
     certs.add_argument("--out", required=True, help="output directory")
-    certs.add_argument("--service", required=True, help="the webhook's Service name")
-    certs.add_argument("--namespace", required=True, help="the webhook's namespace")
-    certs.add_argument("--host", action="append", default=[], help="an extra DNS name (repeatable)")
+    certs.add_argument(
+        "--service", required=True, type=dns_label("--service"), help="the webhook's Service name"
+    )
+    certs.add_argument(
+        "--namespace", required=True, type=dns_label("--namespace"), help="the webhook's namespace"
+    )
+    certs.add_argument(
+        "--host", action="append", default=[], type=dns_name, help="an extra DNS name (repeatable)"
+    )
     certs.add_argument("--ip", action="append", default=[], help="an extra IP address (repeatable)")
     certs.add_argument("--new-ca", action="store_true", help="replace the CA instead of reusing it")
     certs.add_argument(
         "--days",
-        type=float,
+        type=positive_days,
         default=365,
-        help="serving certificate validity (days, may be a fraction)",
+        help="serving certificate validity (days, more than 0, may be a fraction)",
+    )
+    certs.add_argument(
+        "--output",
+        "-o",
+        choices=OUTPUTS,
+        default="text",
+        help="text: the caBundle (default); json or yaml: caBundle, dir, reusedCA",
     )
 
     client = commands.add_parser(
@@ -493,33 +596,99 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a client CA and a client certificate for the API server; print the CA's path",
     )
     client.add_argument("--out", required=True, help="output directory")
-    client.add_argument("--name", default="kube-apiserver", help="the certificate's common name")
-    client.add_argument("--days", type=float, default=365, help="validity (days)")
+    client.add_argument(
+        "--name",
+        default="kube-apiserver",
+        type=common_name,
+        help="the certificate's common name",
+    )
+    client.add_argument(
+        "--days", type=positive_days, default=365, help="validity (days, more than 0)"
+    )
+    client.add_argument(
+        "--output",
+        "-o",
+        choices=OUTPUTS,
+        default="text",
+        help="text: the client CA's path (default); json or yaml: clientCA",
+    )
 
-    from webhook.policy_command import add_parser
-
-    add_parser(commands)
+    policy_command.add_parser(commands)
     return parser
+
+
+def _run(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
+    if args.command == "check":
+        return _cmd_check(args, stdin, out)
+    if args.command == "certs":
+        return _cmd_certs(args, out)
+    if args.command == "client-cert":
+        return _cmd_client_cert(args, out)
+    if args.command == "policy":
+        return policy_command.run_policy(args, stdin, out)
+    return _cmd_serve(args)
+
+
+def _error(message: str) -> None:
+    """The one line of every failure that is not a verdict (stderr may be closed too)."""
+    try:
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """After a reader closed the pipe: point stdout at /dev/null, so the interpreter's
+    final flush does not report the same broken pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _where(error: BaseException) -> str:
+    """File and line an unexpected exception came from: enough to report the bug,
+    nothing of the data (a pod's fields can hold secrets)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" at {os.path.basename(frame.filename)}:{frame.lineno}"
 
 
 def main(
     argv: Sequence[str] | None = None, stdin: IO[str] | None = None, out: IO[str] | None = None
 ) -> int:
+    """The command line. Exit codes: README.md, "Exit codes"; every failure that is not
+    a verdict is one line on stderr and exit 2, never a traceback."""
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "check":
-            return _cmd_check(args, stdin, out)
-        if args.command == "certs":
-            return _cmd_certs(args, out)
-        if args.command == "client-cert":
-            return _cmd_client_cert(args, out)
-        if args.command == "policy":
-            return _cmd_policy(args, stdin, out)
-        return _cmd_serve(args)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as stop:  # --help, --version
+            sys.stdout.flush()
+            return int(stop.code or 0)
+        code = _run(args, stdin, out)
+        out.flush()
+        return code
     except (UsageError, ConfigError) as error:
-        sys.stderr.write(f"{PROG}: error: {error}\n")
-        return EXIT_BAD_INPUT
+        _error(str(error))
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (policy | head): like cat or kubectl, say nothing, but
+        # do not claim success either: the output was cut short.
+        if out is sys.stdout:
+            _silence_stdout()
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except RecursionError:
+        _error("the input nests too deeply")
+        return EXIT_ERROR
+    except Exception as error:
+        _error(f"unexpected {type(error).__name__}{_where(error)}: a bug, please report it")
+        return EXIT_ERROR

@@ -48,20 +48,49 @@ class DryRun:
     fields: list[str] = field(default_factory=list)
 
 
+_CONNECT_FAILURES: Final = (
+    ("refused", "connection refused"),
+    ("No route", "no route to host"),
+    ("unreachable", "network unreachable"),
+    ("not known", "its host name does not resolve"),
+    ("resolution", "its host name does not resolve"),
+    ("nodename", "its host name does not resolve"),
+)
+
+
+def unreachable(error: BaseException, host: str) -> LiveError:
+    """The one line for a request the API server never answered (refused, timed out,
+    TLS failed, ...): urllib3's errors are not OSErrors, and their text is a paragraph."""
+    reason = getattr(error, "reason", None) or error
+    name = type(reason).__name__
+    if "NewConnectionError" in name or isinstance(reason, ConnectionError):
+        said = str(reason)
+        text = next((what for cue, what in _CONNECT_FAILURES if cue in said), "cannot connect")
+    elif "Timeout" in name or isinstance(reason, TimeoutError):
+        text = "timed out"
+    elif "SSL" in name or "SSL" in str(reason)[:40]:
+        text = "TLS failed (is the kubeconfig's certificate authority right?)"
+    elif isinstance(reason, ValueError):
+        return LiveError(f"the API server at {host or 'the kubeconfig server'} answered no JSON")
+    elif "Protocol" in name or isinstance(reason, ConnectionError):
+        text = "the connection broke"
+    else:
+        text = name
+    return LiveError(f"cannot reach the API server at {host or 'the kubeconfig server'}: {text}")
+
+
 def transport_errors() -> tuple[type[BaseException], ...]:
-    """What the kubernetes client raises when the cluster does not answer: OSError and
-    ValueError, and urllib3's own errors (MaxRetryError after its retries on a refused
-    connection, a failed TLS handshake or a read timeout), which are neither."""
-    from urllib3.exceptions import HTTPError
+    """The exceptions a request raises when the API server does not answer."""
+    try:
+        from urllib3.exceptions import HTTPError
+    except ImportError:  # pragma: no cover - urllib3 comes with the kubernetes client
+        return (OSError, ValueError)
+    return (HTTPError, OSError, ValueError)
 
-    return (OSError, ValueError, HTTPError)
 
-
-def unreachable(error: BaseException) -> LiveError:
-    """One line naming what failed (never a response body: it can quote field values)."""
-    cause = getattr(error, "reason", None)
-    detail = type(cause).__name__ if isinstance(cause, BaseException) else type(error).__name__
-    return LiveError(f"cannot reach the cluster: {detail}")
+def host_of(api: Any) -> str:
+    """The API server URL an API client talks to."""
+    return str(getattr(getattr(api, "configuration", None), "host", "") or "")
 
 
 def kube_api_client(kubeconfig: str | None, context: str | None) -> Any:
@@ -76,8 +105,17 @@ def kube_api_client(kubeconfig: str | None, context: str | None) -> Any:
         raise LiveError(
             "--live needs the kubernetes client: pip install 'pod-replace-guard[live]'"
         ) from error
+    from kubernetes.client import Configuration
+    from urllib3.util.retry import Retry
+
+    configuration = type.__call__(Configuration)
+    # A refused connection is tried again (it fails at once); a read that timed out is
+    # not: urllib3's default would wait out the timeout four times before the one line.
+    configuration.retries = Retry(total=3, connect=3, read=0, status=0, redirect=0)
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
     except ConfigException as error:
         raise LiveError(f"cannot load kubeconfig: {error}") from error
     except (OSError, ValueError) as error:
@@ -92,7 +130,10 @@ class Cluster:
         from kubernetes import client, config
 
         # The namespace of the chosen context, as kubectl uses it (the file loaded).
-        contexts, current = config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
+        try:
+            contexts, current = config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
+        except Exception as error:
+            raise LiveError(f"cannot load kubeconfig: {type(error).__name__}") from error
         chosen = context or current["name"]
         self.default_namespace: str = (
             next((e["context"].get("namespace") for e in contexts if e["name"] == chosen), None)
@@ -101,6 +142,7 @@ class Cluster:
         # Raw JSON in and out (_preload_content=False): a pod as the API server writes
         # it, with no round trip through the client's typed models.
         self._core: Any = client.CoreV1Api(api)
+        self.host = host_of(api)
 
     def read_pod(self, name: str, namespace: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
@@ -109,13 +151,17 @@ class Cluster:
             response = self._core.read_namespaced_pod(
                 name, namespace, _preload_content=False, _request_timeout=30
             )
+            pod = json.loads(response.data)
         except ApiException as error:
+            if not error.status:  # the client's own: TLS failed, ...
+                raise unreachable(error, self.host) from error
             raise LiveError(
                 f"cannot read pod {namespace}/{name}: {error.status} {error.reason}"
             ) from error
         except transport_errors() as error:
-            raise unreachable(error) from error
-        pod: dict[str, Any] = json.loads(response.data)
+            raise unreachable(error, self.host) from error
+        if not isinstance(pod, dict):
+            raise LiveError(f"the API server's answer for pod {namespace}/{name} is not a Pod")
         return pod
 
     def dry_run_replace(self, manifest: dict[str, Any], name: str, namespace: str) -> DryRun:
@@ -126,11 +172,15 @@ class Cluster:
                 name, namespace, manifest, dry_run="All", _preload_content=False,
                 _request_timeout=30,
             )  # fmt: skip
+            stored = json.loads(response.data)
         except ApiException as error:
+            if not error.status:
+                raise unreachable(error, self.host) from error
             return refusal(error.status, error.body, name)
         except transport_errors() as error:
-            raise unreachable(error) from error
-        stored: dict[str, Any] = json.loads(response.data)
+            raise unreachable(error, self.host) from error
+        if not isinstance(stored, dict):
+            raise LiveError(f"the API server's dry run of pod {name} answered no Pod")
         return DryRun(stored)
 
 

@@ -23,25 +23,21 @@ from webhook.admission_policy import (
     generate,
     uncovered_fields,
 )
-from webhook.cli import UsageError, read_source
+from webhook.cli_support import (
+    OUTPUTS,
+    UsageError,
+    dump_yaml,
+    object_name,
+    read_source,
+    refuse_unused,
+    write_structured,
+)
 from webhook.settings import ConfigError, load_settings
 
 DEFAULT_SCHEMA_VERSION = "v1.34.4"
 DEFAULT_SCHEMA = f"pod-{DEFAULT_SCHEMA_VERSION}.json"
 OPENAPI_PATH = "/openapi/v3/api/v1"
 EXIT_COVERED, EXIT_UNCOVERED = 0, 1
-
-
-class _Dumper(yaml.SafeDumper):
-    """YAML with CEL expressions as literal blocks, so they read (and grep) as written."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
-    style = "|" if "\n" in text or len(text) > 60 else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
 
 
 def packaged_schema() -> dict[str, Any]:
@@ -75,7 +71,7 @@ def _api_client(kubeconfig: str | None, context: str | None) -> Any:
 def _get_json(api: Any, path: str, what: str) -> Any:
     from kubernetes.client.exceptions import ApiException
 
-    from webhook.live import transport_errors, unreachable
+    from webhook.live import host_of, transport_errors, unreachable
 
     try:
         if hasattr(api, "param_serialize"):  # kubernetes >= 33 (openapi-generator 7)
@@ -94,9 +90,11 @@ def _get_json(api: Any, path: str, what: str) -> Any:
             )  # fmt: skip
         return json.loads(response.data)
     except ApiException as error:
+        if not error.status:  # the client's own: TLS failed, ...
+            raise UsageError(str(unreachable(error, host_of(api)))) from error
         raise UsageError(f"cannot read {what}: {error.status} {error.reason}") from error
     except transport_errors() as error:
-        raise UsageError(str(unreachable(error))) from error
+        raise UsageError(str(unreachable(error, host_of(api)))) from error
 
 
 def _read_policy(path: str, stdin: IO[str]) -> dict[str, Any]:
@@ -105,13 +103,13 @@ def _read_policy(path: str, stdin: IO[str]) -> dict[str, Any]:
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as error:
-        raise UsageError(f"{path} is neither JSON nor YAML") from error
+        raise UsageError(f"{'stdin' if path == '-' else path} is neither JSON nor YAML") from error
     except RecursionError as error:
-        raise UsageError(f"{path} nests too deeply") from error
+        raise UsageError(f"{'stdin' if path == '-' else path} nests too deeply") from error
     for document in documents:
         if isinstance(document, dict) and document.get("kind") == "ValidatingAdmissionPolicy":
             return document
-    raise UsageError(f"{path} holds no ValidatingAdmissionPolicy")
+    raise UsageError(f"{'stdin' if path == '-' else path} holds no ValidatingAdmissionPolicy")
 
 
 def _live_version(api: Any) -> str:
@@ -130,6 +128,8 @@ def _settings(args: argparse.Namespace) -> Any:
                 lines = handle.read().splitlines()
         except OSError as error:
             raise UsageError(f"cannot read {args.settings_env}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise UsageError(f"{args.settings_env} is not UTF-8 text") from error
         for line in lines:
             text = line.strip()
             if text and not text.startswith("#"):
@@ -164,8 +164,28 @@ def _header(source: str, version: str, groups: list[str]) -> str:
 
 def run_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
     """``policy``: print the policy and binding, or ``--check`` an installed one."""
-    if args.live and args.schema:
+    if not args.live:
+        refuse_unused(args, "applies only with --live", "--kubeconfig", "--context")
+    elif args.schema:
         raise UsageError("--live reads the schema from the cluster; do not also pass --schema")
+    if args.check:
+        refuse_unused(
+            args,
+            "does not apply to --check (it compares the fields, not the settings)",
+            "--config",
+            "--settings-env",
+            "--mode",
+        )
+        if not args.policy and not args.live:
+            raise UsageError("--check needs --live (or --policy FILE for the installed policy)")
+        output = args.output or "text"
+        settings = None
+    else:
+        refuse_unused(args, "applies only with --check", "--policy")
+        output = args.output or "yaml"
+        if output == "text":
+            raise UsageError("-o text applies only with --check; the policy prints as yaml or json")
+        settings = _settings(args)  # a bad setting is found before the cluster is asked
     api = _api_client(args.kubeconfig, args.context) if args.live else None
     version = ""
     if api is not None:
@@ -179,42 +199,54 @@ def run_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
         document = packaged_schema()
         version = DEFAULT_SCHEMA_VERSION
         source = f"webhook/schemas/{DEFAULT_SCHEMA}"
-    if args.check:
-        return _check(args, api, document, stdin, out)
-    settings = _settings(args)
+    if settings is None:
+        return _check(args, api, document, source, output, stdin, out)
     try:
         generated = generate(document, settings, schema_version=version, name=args.name)
     except SchemaError as error:
         raise UsageError(f"{source}: {error}") from error
-    if args.output == "json":
+    if output == "json":
         out.write(json.dumps({"kind": "List", "apiVersion": "v1", "items": generated.documents()}))
         out.write("\n")
-        return 0
+        return EXIT_COVERED
     out.write(_header(source, version, generated.groups))
-    out.write(yaml.dump_all(generated.documents(), Dumper=_Dumper, sort_keys=False, width=100))
-    return 0
+    out.write(dump_yaml(generated.documents()))
+    return EXIT_COVERED
 
 
-def _check(args: argparse.Namespace, api: Any, document: Any, stdin: IO[str], out: IO[str]) -> int:
+def _check(
+    args: argparse.Namespace,
+    api: Any,
+    document: Any,
+    source: str,
+    output: str,
+    stdin: IO[str],
+    out: IO[str],
+) -> int:
     if args.policy:
         installed = _read_policy(args.policy, stdin)
-    elif api is not None:
+    else:
         path = f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{args.name}"
         installed = _get_json(api, path, f"ValidatingAdmissionPolicy {args.name}")
-    else:
-        raise UsageError("--check needs --live (or --policy FILE for the installed policy)")
+        if not isinstance(installed, dict):
+            raise UsageError(f"the cluster's ValidatingAdmissionPolicy {args.name} is no object")
     try:
         missing = uncovered_fields(document, installed)
     except SchemaError as error:
         raise UsageError(str(error)) from error
+    code = EXIT_UNCOVERED if missing else EXIT_COVERED
+    if output != "text":
+        result = {"covered": not missing, "schema": source, "missing": missing}
+        write_structured(result, output, out)
+        return code
     if not missing:
         out.write("covered: the policy compares every field of the schema it could\n")
-        return EXIT_COVERED
+        return code
     out.write(f"NOT covered: {len(missing)} fields of this schema are not in the policy:\n")
     for name in missing:
         out.write(f"  {name}\n")
     out.write("regenerate it: pod-replace-guard policy --live | kubectl apply -f -\n")
-    return EXIT_UNCOVERED
+    return code
 
 
 def add_parser(commands: Any) -> None:
@@ -238,11 +270,18 @@ def add_parser(commands: Any) -> None:
         "--settings-env", help="settings as KEY=VALUE lines (e.g. deploy/base/settings.env)"
     )
     policy.add_argument("--mode", help="enforce (Deny), warn (Warn) or audit (Audit)")
-    policy.add_argument("--name", default=POLICY_NAME, help="policy and binding name")
+    policy.add_argument(
+        "--name", default=POLICY_NAME, type=object_name, help="policy and binding name"
+    )
     policy.add_argument(
         "--check",
         action="store_true",
         help="exit 1 if the installed policy does not cover every field of the schema",
     )
     policy.add_argument("--policy", help="with --check: the installed policy from a file")
-    policy.add_argument("--output", "-o", choices=("yaml", "json"), default="yaml")
+    policy.add_argument(
+        "--output",
+        "-o",
+        choices=OUTPUTS,
+        help="yaml (default) or json; with --check: text (default), json or yaml",
+    )

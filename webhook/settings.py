@@ -220,10 +220,14 @@ def _read_yaml(path: str) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"PRG_CONFIG: cannot read {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"PRG_CONFIG: {path} is not UTF-8 text") from error
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"PRG_CONFIG: {path} is not valid YAML") from error
+    except RecursionError as error:
+        raise ConfigError(f"PRG_CONFIG: {path} nests too deeply") from error
     if data is None:
         return {}
     if not isinstance(data, dict):

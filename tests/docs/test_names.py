@@ -247,7 +247,10 @@ def test_a_renamed_target_is_caught() -> None:
 def options() -> dict[str, frozenset[str]]:
     """Each subcommand's option strings, from the parser webhook.cli builds."""
     out: dict[str, frozenset[str]] = {}
-    for action in build_parser()._actions:
+    parser = build_parser()
+    # The top-level options (--help, --version) as a command of their own, named "".
+    out[""] = frozenset(o for a in parser._actions for o in a.option_strings)
+    for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 out[name] = frozenset(o for a in sub._actions for o in a.option_strings)

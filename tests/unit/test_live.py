@@ -96,7 +96,7 @@ def test_live_without_the_kubernetes_client_names_the_extra() -> None:
         "import sys; sys.modules['kubernetes'] = None\n"
         "from webhook.cli import main\n"
         "sys.exit(main(['check', '--live', '--new', '-'], stdin=__import__('io').StringIO("
-        '\'{"kind": "Pod", "metadata": {"name": "p"}}\')))'
+        '\'{"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}\')))'
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
