@@ -6,9 +6,16 @@ status, and that every byte split gives the same answer (parsing is incremental)
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from webhook.serving.protocol import MAX_HEAD_BYTES, HttpProtocol
+from webhook.serving.protocol import (
+    FEED_SLICE_BYTES,
+    FRAMING_PER_BODY_BYTE,
+    MAX_HEAD_BYTES,
+    HttpProtocol,
+)
 
 HEAD = b"POST /validate HTTP/1.1\r\nHost: x\r\n"
 
@@ -114,8 +121,6 @@ def test_a_head_over_the_limit_is_refused_as_it_arrives() -> None:
 
 def test_parsing_a_trickled_chunked_body_is_linear() -> None:
     """Defect 2: 100 000 one-byte chunks, fed one chunk at a time, in well under a second."""
-    import time
-
     protocol = HttpProtocol(1024 * 1024)
     protocol.feed(chunked(b""))
     started = time.process_time()
@@ -129,3 +134,56 @@ def test_parsing_a_trickled_chunked_body_is_linear() -> None:
 @pytest.mark.parametrize("line", [b"GET /healthz\r\n\r\n", b"GET / HTTP/2.5\r\n\r\n"])
 def test_only_http_1_0_and_1_1(line: bytes) -> None:
     assert feed(line).refusal == 400
+
+
+# Issue 22 review, F1: framing (every byte that is not body) is bounded as it arrives.
+TRAILER_START = chunked(b"1\r\na\r\n0\r\nX-Trailer: ")
+
+
+@pytest.mark.parametrize("piece", [1024, 64 * 1024, 4 * 1024 * 1024])
+def test_an_endless_trailer_field_is_refused_as_it_arrives(piece: int) -> None:
+    """A trailer field that never ends: 431 once MAX_HEAD_BYTES of it (and at most one
+    feed slice more) have come, whether it comes in small reads or one large one."""
+    protocol = HttpProtocol(1024)
+    protocol.feed(TRAILER_START)
+    sent = 0
+    started = time.process_time()
+    while not protocol.refusal and sent < 8 * 1024 * 1024:
+        protocol.feed(b"a" * piece)
+        sent += piece
+    assert protocol.refusal == 431
+    assert piece > MAX_HEAD_BYTES or sent <= MAX_HEAD_BYTES + FEED_SLICE_BYTES + piece
+    assert time.process_time() - started < 1.0
+    assert not protocol.requests
+
+
+def test_a_head_in_one_read_is_counted() -> None:
+    """The read that begins a request counts: 50 fields of 3000 bytes (each field and
+    their number within their limits), 150 KB of head in one read, never ending."""
+    protocol = HttpProtocol(1024)
+    protocol.feed(HEAD + b"".join(b"X-%d: " % i + b"a" * 3000 + b"\r\n" for i in range(50)))
+    assert protocol.refusal == 431
+
+
+def test_chunk_framing_is_bounded_by_the_body() -> None:
+    """One-byte chunks with 200-byte extensions: refused once the framing is over twice
+    MAX_HEAD_BYTES plus FRAMING_PER_BODY_BYTE per body byte."""
+    protocol = HttpProtocol(1024 * 1024)
+    protocol.feed(chunked(b""))
+    chunks = 0
+    while not protocol.refusal and chunks < 10_000:
+        protocol.feed(b"1;e=" + b"x" * 200 + b"\r\na\r\n")
+        chunks += 1
+    assert protocol.refusal == 431
+    framing = chunks * 206
+    assert framing < 2 * MAX_HEAD_BYTES + FRAMING_PER_BODY_BYTE * chunks + 2 * FEED_SLICE_BYTES
+
+
+@pytest.mark.parametrize("size_line", [b"1", b"00000001", b"1;a=b"])
+def test_small_chunks_with_ordinary_framing_are_read(size_line: bytes) -> None:
+    """Framing of a dozen bytes per one-byte chunk, for 50 000 chunks, in reads of any size."""
+    data = chunked((size_line + b"\r\na\r\n") * 50_000 + b"0\r\nX-T: 1\r\n\r\n")
+    for split in (0, 7, 100_000):
+        protocol = feed(data, split, max_body=1024 * 1024)
+        assert protocol.refusal == 0
+        assert len(protocol.requests[0].body) == 50_000

@@ -13,7 +13,13 @@ length, chunk sizes that are not plain hexadecimal (``-5``, ``+5``, ``0x5``, ``1
 obs-fold, bare CR or LF line endings, an unknown transfer coding (docs/design.md, "The
 HTTP parser"). This module adds the limits llhttp leaves to its user: the request line,
 the head, the number and size of header fields, the body (413 from Content-Length
-alone, before any of it is read) and ``Expect``.
+alone, before any of it is read) and ``Expect``; and the bytes of a request that are
+not body (head, chunk framing, trailers), which llhttp neither stores nor bounds:
+every byte fed is counted, as body or as framing (431 once framing is over its bound).
+llhttp reports a header or trailer field only once it ends and httptools gathers its
+value by concatenation, so the parser is fed at most FEED_SLICE_BYTES at a time and
+the bound is checked after each slice: an endless field is refused after at most
+MAX_HEAD_BYTES plus one slice, at linear cost.
 
 Modelled on uvicorn's protocols/http/httptools_impl.py, without asyncio.
 """
@@ -31,6 +37,13 @@ MAX_HEAD_BYTES: Final = 64 * 1024
 MAX_REQUEST_LINE: Final = 8190
 MAX_HEADER_FIELDS: Final = 100
 MAX_FIELD_BYTES: Final = 8190
+# Framing of one request (every byte that is not body: head, chunk-size lines and
+# extensions, CRLFs, trailers): at most MAX_HEAD_BYTES in a row (the head, a chunk
+# header, the trailers), and in all twice MAX_HEAD_BYTES plus FRAMING_PER_BODY_BYTE per
+# body byte. A body trickled in one-byte chunks ("1\r\nx\r\n") has 5 per body byte.
+FRAMING_PER_BODY_BYTE: Final = 16
+# The most the parser is fed in one call (see the module's docstring).
+FEED_SLICE_BYTES: Final = 16 * 1024
 
 REASONS: Final = {
     400: "Bad Request",
@@ -84,8 +97,10 @@ class HttpProtocol:
     __slots__ = (
         "_current",
         "_fields",
-        "_head_bytes",
+        "_framing",
         "_in_head",
+        "_run",
+        "_sliced_body",
         "_parser",
         "continue_sent",
         "ended",
@@ -108,31 +123,42 @@ class HttpProtocol:
         self.pending_bytes = 0  # body bytes of the complete requests not yet taken
         self._current: Request | None = None
         self._in_head = False
-        self._head_bytes = 0
+        self._framing = 0  # bytes of the current request that are not body
+        self._run = 0  # of which since its last body byte (an upper bound)
+        self._sliced_body = 0  # body bytes parsed from the slice being fed
         self._fields = 0
 
     # -- what the loop calls ---------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Parse ``data``, the bytes that follow those fed before."""
-        if self.refusal or self.ended:
-            return  # the connection closes after what is already parsed
-        if self._in_head or self._current is None:
-            self._head_bytes += len(data)
+        view = memoryview(data)
+        for start in range(0, len(view), FEED_SLICE_BYTES):
+            if self.refusal or self.ended:
+                return  # the connection closes after what is already parsed
+            piece = view[start : start + FEED_SLICE_BYTES]
+            self._sliced_body = 0
+            self._feed(piece)
+            if self._current is not None and not self.refusal:
+                # Bytes of a request under way: all but its body is framing (the tail of
+                # the request before it, in the same slice, counts too: at most a slice).
+                framing = len(piece) - self._sliced_body
+                self._framing += framing
+                self._run += framing
+                allowed = 2 * MAX_HEAD_BYTES + FRAMING_PER_BODY_BYTE * len(self._current.body)
+                if self._run > MAX_HEAD_BYTES or self._framing > allowed:
+                    self._refuse(431)
+
+    def _feed(self, data: memoryview) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as error:
             context = error.__context__
             self._refuse(context.status if isinstance(context, _Refused) else 400)
-            return
         except httptools.HttpParserUpgrade:
             self.ended = True  # CONNECT or Upgrade: answered, then closed
-            return
         except httptools.HttpParserError:
             if not self.ended:  # bytes after a request that closes: never answered
                 self._refuse(400)
-            return
-        if self._in_head and self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(431)
 
     def pop(self) -> Request:
         """The next complete request, to be answered."""
@@ -175,7 +201,8 @@ class HttpProtocol:
     def on_message_begin(self) -> None:
         self._current = Request()
         self._in_head = True
-        self._head_bytes = 0
+        self._framing = 0
+        self._run = 0
         self._fields = 0
         self.continue_sent = False
 
@@ -214,6 +241,8 @@ class HttpProtocol:
         current = self._current
         assert current is not None
         current.body += body
+        self._sliced_body += len(body)
+        self._run = 0
         if len(current.body) > self.max_body:
             raise _Refused(413)  # a chunked body over the limit
 
