@@ -5,6 +5,7 @@ serving loop that framed requests with its own code (before webhook/serving/).""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import threading
@@ -245,3 +246,62 @@ def test_100_continue_once_and_only_to_http_1_1(server: Server, tls: bool, versi
     final = statuses(rest)
     assert len(final) == 1
     assert final[0] == (200 if tls else 405)
+
+
+# Issue 22 review, F1: an endless trailer field grew without bound (~400 MB a worker)
+# and stalled the loop for seconds; it is refused (431) once MAX_HEAD_BYTES of it came.
+def test_an_endless_trailer_field_is_refused(server: Server) -> None:
+    with connect(server, False) as sock:
+        sock.sendall(chunked("/healthz", [b"1\r\na\r\n0\r\nX-Trailer: "]))
+        sent = 0
+        answered = False
+        try:
+            while sent < 64 * 1024 * 1024 and not answered:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+                answered = bool(select.select([sock], [], [], 0)[0])
+        except OSError:
+            pass  # refused and closed: the rest is not read
+        data, _closed = read_all(sock, 3)
+    assert statuses(data) == [431]
+    assert sent < 4 * 1024 * 1024, f"{sent} bytes of one trailer field were read"
+    assert review_seconds(server) < 1.0
+
+
+# Issue 22 review, F2: served connections that start their next request and stall
+# were never shed: at the cap every newcomer (the API server, probes) was refused.
+def test_served_connections_with_a_stalled_request_do_not_lock_out(tmp_path: Path) -> None:
+    health = free_port()
+    env = {"PRG_MAX_CONNECTIONS": "8", "PRG_HEALTH_BIND": f"127.0.0.1:{health}"}
+    with running_server(tmp_path, workers=1, env=env) as server:
+        attackers = []
+        try:
+            for index in range(10):  # up to 4 per address: fill the cap of 8
+                raw = socket.create_connection(
+                    ("127.0.0.1", server.port),
+                    timeout=5,
+                    source_address=(f"127.0.5.{index % 3 + 1}", 0),
+                )
+                try:
+                    sock = server.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
+                    sock.sendall(http_request("GET", "/healthz"))
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += sock.recv(4096)
+                except (OSError, ssl.SSLError):
+                    raw.close()  # at the cap, with nothing to shed: refused
+                    continue
+                assert statuses(data) == [200]
+                sock.sendall(b"G")  # the next request begins, and stalls
+                attackers.append(sock)
+            assert len(attackers) >= 6
+            time.sleep(1.5)  # past the grace a served connection's request has
+            for _ in range(3):
+                assert review_seconds(server) < 1.0  # a new connection each
+                with socket.create_connection(("127.0.0.1", health), timeout=5) as probe:
+                    probe.sendall(http_request("GET", "/healthz", headers={"Connection": "close"}))
+                    data, _closed = read_all(probe, 3)
+                assert statuses(data) == [200]
+        finally:
+            for sock in attackers:
+                sock.close()

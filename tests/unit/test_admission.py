@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webhook.serving.admission import Admission, shed_candidate
+from webhook.serving.admission import STALL_GRACE_SECONDS, Admission, shed_candidate
 
 
 @dataclass
@@ -15,6 +15,7 @@ class Conn:
     last_used: float = 0.0
     idle: bool = False
     answering: bool = False
+    stalled_since: float = 0.0
 
 
 def admit(admission: Admission, held: list[Conn], address: str) -> tuple[bool, Conn | None]:
@@ -68,3 +69,21 @@ def test_counts_follow_add_and_remove() -> None:
     admission.remove("a")
     assert admission.per_address == {}
     assert admission.total == 0
+
+
+def test_a_stalled_next_request_goes_after_the_never_served_before_the_idle() -> None:
+    """Issue 22 review, F2: a served connection whose next request has been incomplete
+    for STALL_GRACE_SECONDS is shed after every never-served one, the longest stalled
+    first, before any idle one; within the grace it is not shed."""
+    now = 100.0
+    idle = Conn("api", 0, served=3, last_used=1, idle=True)
+    young = Conn("x", 0, served=1, last_used=99, stalled_since=now - STALL_GRACE_SECONDS / 2)
+    stalled_new = Conn("x", 0, served=1, last_used=50, stalled_since=now - 5)
+    stalled_old = Conn("y", 0, served=1, last_used=60, stalled_since=now - 9)
+    never = Conn("z", 99)
+    held = [idle, young, stalled_new, stalled_old]
+    assert shed_candidate([*held, never], now) is never
+    assert shed_candidate(held, now) is stalled_old
+    assert shed_candidate([idle, young, stalled_new], now) is stalled_new
+    assert shed_candidate([idle, young], now) is idle
+    assert shed_candidate([young], now) is None

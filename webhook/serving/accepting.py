@@ -43,13 +43,25 @@ class Acceptor:
                 return
             self.loop.deferral.taken()
             address = client[0] if isinstance(client, tuple) else "local"
-            admit, victim = self.loop.admission.make_room(address, self.loop.connections)
+            health = self._is_health(listener)
+            admission = self.loop.health_admission if health else self.loop.admission
+            admit, victim = admission.make_room(
+                address, (c for c in self.loop.connections if c.health is health)
+            )
             if victim is not None:
                 self.loop.close(victim)
             if not admit:
                 sock.close()  # every connection of this address is being answered
                 continue
-            self._open(sock, client, listener)
+            self._open(sock, client, listener, health)
+
+    def _is_health(self, listener: socket.socket) -> bool:
+        """Whether ``listener`` is the health listener: the plain one beside the
+        admission port (without a known admission port, none is)."""
+        if self.loop.tls_port is None:
+            return False
+        name = listener.getsockname()
+        return isinstance(name, tuple) and int(name[1]) != self.loop.tls_port
 
     def listen(self, on: bool) -> None:
         """Watch the listeners again, or leave new connections to the other workers
@@ -62,7 +74,9 @@ class Acceptor:
                     self.loop.poller.unregister(listener)
         self.paused_until = 0.0 if on else time.monotonic() + ACCEPT_PAUSE_SECONDS
 
-    def _open(self, sock: socket.socket, client: Any, listener: socket.socket) -> None:
+    def _open(
+        self, sock: socket.socket, client: Any, listener: socket.socket, health: bool
+    ) -> None:
         name = listener.getsockname()
         server = (str(name[0]), str(name[1])) if isinstance(name, tuple) else (str(name), "")
         tls = self.loop.tls_context is not None and (
@@ -79,10 +93,11 @@ class Acceptor:
                 return
         now = time.monotonic()
         conn = Connection(sock, peer, server, tls, self.loop.limits.max_body, now)
+        conn.health = health
         limits = self.loop.limits
         conn.deadline = now + (limits.handshake_timeout if tls else limits.request_timeout)
         conn.hard_deadline = conn.deadline + limits.request_timeout
         self.loop.connections.add(conn)
-        self.loop.admission.add(conn.address)
+        (self.loop.health_admission if health else self.loop.admission).add(conn.address)
         self.loop.deferral.publish(self.loop.held)
         self.loop.advance(conn)

@@ -7,10 +7,15 @@ review over them; an attacker can open hundreds, from one address or many. So:
   bound): one address alone cannot take them all;
 - at the worker's bound a new connection is still taken, and another is closed to make
   room: one that has never carried a request (handshaking, silent, or reading its
-  first request), the oldest first; a connection that has carried a request is closed
-  only when no never-served one is left, and only while idle, the least recently used
-  first. If neither exists (every connection is having a request answered), the newcomer
-  is refused.
+  first request), the oldest first; then one that has carried a request and whose next
+  request has been arriving, incomplete, for STALL_GRACE_SECONDS or more (the API server
+  sends a review in one go), the longest stalled first; a connection that has carried a
+  request is otherwise closed only when neither is left, and only while idle, the least
+  recently used first. If none exists (every connection is having a request answered
+  or has just begun its next one), the newcomer is refused.
+- the health listener has its own HEALTH_CONNECTIONS (and per-address cap), apart from
+  the admission port's: kubelet probes get in however full the admission port is, and
+  a flood of the health port takes no admission slot.
 
 Why not "the address holding the most loses one" (the rule before issue 22): an
 attacker with one connection per address makes the API server, with its few kept-alive
@@ -38,6 +43,12 @@ from webhook.balance import ConnectionTally
 # ACCEPT_DEFER_SECONDS (the other worker may be busy, stopped or gone).
 ACCEPT_PAUSE_SECONDS: Final = 0.002
 ACCEPT_DEFER_SECONDS: Final = 0.02
+# A served connection whose next request has been incomplete this long can be shed,
+# after every never-served one: one byte of a request then silence must not hold a slot
+# (issue 22 review, F2).
+STALL_GRACE_SECONDS: Final = 1.0
+# Connections a worker holds on the health listener (probes, the metrics scraper).
+HEALTH_CONNECTIONS: Final = 32
 
 
 class Held(Protocol):
@@ -53,6 +64,8 @@ class Held(Protocol):
     def idle(self) -> bool: ...
     @property
     def answering(self) -> bool: ...
+    @property
+    def stalled_since(self) -> float: ...
 
 
 H = TypeVar("H", bound=Held)
@@ -62,9 +75,13 @@ def per_address_cap(max_connections: int) -> int:
     return max(1, max_connections // 2)
 
 
-def shed_candidate(held: Iterable[H]) -> H | None:
+def shed_candidate(held: Iterable[H], now: float | None = None) -> H | None:
     """The connection to close to make room (None: none may be closed)."""
+    if now is None:
+        now = time.monotonic()
+    stalled_before = now - STALL_GRACE_SECONDS
     never_served: H | None = None
+    stalled: H | None = None
     idle_served: H | None = None
     for conn in held:
         if conn.answering:
@@ -72,9 +89,20 @@ def shed_candidate(held: Iterable[H]) -> H | None:
         if not conn.served:
             if never_served is None or conn.opened < never_served.opened:
                 never_served = conn
-        elif conn.idle and (idle_served is None or conn.last_used < idle_served.last_used):
-            idle_served = conn
-    return never_served if never_served is not None else idle_served
+        elif conn.idle:
+            if idle_served is None or conn.last_used < idle_served.last_used:
+                idle_served = conn
+        else:
+            since = conn.stalled_since
+            if (
+                since
+                and since <= stalled_before
+                and (stalled is None or since < stalled.stalled_since)
+            ):
+                stalled = conn
+    if never_served is not None:
+        return never_served
+    return stalled if stalled is not None else idle_served
 
 
 class Admission:

@@ -30,6 +30,7 @@ class Connection:
         "deadline",
         "events",
         "hard_deadline",
+        "health",
         "held",
         "last_used",
         "opened",
@@ -38,6 +39,7 @@ class Connection:
         "phase",
         "protocol",
         "request",
+        "request_started",
         "served",
         "server",
         "sock",
@@ -66,6 +68,8 @@ class Connection:
         self.opened = now
         self.last_used = now
         self.served = 0  # requests answered on it
+        self.request_started = now  # when the request awaited or under way was
+        self.health = False  # taken on the health listener (its own allowance)
         self.events = 0  # selector events registered for it
         self.outgoing = bytearray()
         self.close_after_write = False
@@ -80,3 +84,18 @@ class Connection:
     def answering(self) -> bool:
         """A request of it is being answered: never shed."""
         return self.phase in (Phase.QUEUED, Phase.BUSY, Phase.WRITING)
+
+    @property
+    def stalled_since(self) -> float:
+        """When the next request of a served connection began to arrive, while it is
+        incomplete and its reading waits on the client (0: none such)."""
+        protocol = self.protocol
+        if (
+            self.served
+            and self.phase is Phase.READING
+            and protocol.started
+            and not protocol.requests
+            and not self.paused_at
+        ):
+            return self.request_started
+        return 0.0

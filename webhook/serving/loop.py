@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from webhook.serving import handshake
 from webhook.serving.accepting import Acceptor
-from webhook.serving.admission import AcceptDeferral, Admission
+from webhook.serving.admission import HEALTH_CONNECTIONS, AcceptDeferral, Admission
 from webhook.serving.connection import TIMED, Connection, Phase
 from webhook.serving.limits import Host, Limits
 from webhook.serving.pool import AppPool
@@ -66,6 +66,9 @@ class Loop:
         self.poller = selectors.DefaultSelector()
         self.connections: set[Connection] = set()
         self.admission = Admission(limits.max_connections)
+        # The health listener's own connections: probes get in whatever holds the
+        # admission port, and a flood of the health port takes none of its slots.
+        self.health_admission = Admission(HEALTH_CONNECTIONS)
         self.ready: deque[Connection] = deque()  # to advance on the next turn
         self.paused: set[Connection] = set()
         self.buffered = 0  # request bytes held by the parsers
@@ -214,6 +217,7 @@ class Loop:
         """A request is awaited: ``request_timeout`` of the client's time, and a hard
         deadline of twice that, whatever the worker makes it wait for budget."""
         conn.phase = Phase.READING
+        conn.request_started = now
         conn.deadline = now + self.limits.request_timeout
         conn.hard_deadline = now + 2 * self.limits.request_timeout
 
@@ -386,7 +390,7 @@ class Loop:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
-        self.admission.remove(conn.address)
+        (self.health_admission if conn.health else self.admission).remove(conn.address)
         if conn.phase is Phase.CLOSING:
             self.closing -= 1
         self.paused.discard(conn)
