@@ -62,11 +62,28 @@ def _metrics() -> Metrics:
     return metrics
 
 
+# Longest string from a request that a log line carries (uid, user, names, paths): the
+# API server's are far shorter (a uid is 36 characters), a hostile client's can be
+# megabytes, and one log line must not be.
+MAX_LOGGED_CHARS: Final = 256
+
+
+def _clip(value: object) -> object:
+    if isinstance(value, str) and len(value) > MAX_LOGGED_CHARS:
+        return f"{value[:MAX_LOGGED_CHARS]}...({len(value) - MAX_LOGGED_CHARS} more characters)"
+    return value
+
+
 def _refuse(status: int, reason: str, message: str, uid: str | None = None) -> Response:
     _metrics().malformed.labels(reason=message).inc()
     decision_log.warning(
         "malformed admission request",
-        extra={"event": "malformed", "uid": uid or "", "status": status, "reason": message},
+        extra={
+            "event": "malformed",
+            "uid": _clip(uid or ""),
+            "status": status,
+            "reason": _clip(message),
+        },
     )
     return _failure(status, reason, message, uid)
 
@@ -85,12 +102,12 @@ def _log_decision(decision: Decision, request_fields: dict[str, Any], duration: 
         "admission decision",
         {
             "event": "decision",
-            "uid": decision.uid,
-            **request_fields,
+            "uid": _clip(decision.uid),
+            **{key: _clip(value) for key, value in request_fields.items()},
             "allowed": decision.allowed,
             "judged": not decision.skip_reason,
             "skip_reason": decision.skip_reason,
-            "violations": paths[:MAX_LOGGED_VIOLATIONS],
+            "violations": [_clip(path) for path in paths[:MAX_LOGGED_VIOLATIONS]],
             "violations_total": decision.violation_count,
             "mode": decision.mode,
             "duration_ms": round(duration * 1000, 3),

@@ -525,6 +525,27 @@ def test_one_log_line_per_malformed_request_with_the_uid(
     assert entry["event"] == "malformed"
 
 
+def test_strings_a_client_chooses_are_clipped_in_the_log_not_in_the_answer(
+    client: FlaskClient, decisions: pytest.LogCaptureFixture
+) -> None:
+    long_uid, long_key = "u" * 10_000, "k" * 10_000
+
+    def frozen_long_key(pod: dict[str, Any]) -> None:
+        pod["spec"]["nodeSelector"] = {long_key: "x"}
+
+    body = update_review(frozen_long_key, uid=long_uid)
+    body["request"]["userInfo"]["username"] = "n" * 10_000
+    answer = post(client, body).get_json()
+    assert answer["response"]["uid"] == long_uid  # the API server matches it exactly
+    malformed = update_review(uid=long_uid)
+    del malformed["request"]["oldObject"]
+    post(client, malformed)
+    for record in decision_records(decisions):
+        line = JsonFormatter().format(record)
+        assert len(line) < 4_000, line[:200]
+        assert f"...({10_000 - webhook.app.MAX_LOGGED_CHARS} more characters)" in line
+
+
 def test_one_log_line_per_failed_request(
     client: FlaskClient, decisions: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

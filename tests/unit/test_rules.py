@@ -32,6 +32,7 @@ from tests.unit.podpaths import (
 )
 from webhook.rules import (
     MAX_DEPTH,
+    QUICK_COMPARE_DEPTH,
     SERVER_MANAGED_PATHS,
     UPDATABLE_PATHS,
     NestingTooDeep,
@@ -1054,6 +1055,45 @@ def test_reasonable_nesting_reports_the_deep_path() -> None:
     old["spec"]["x"] = nested(50, 1)
     new["spec"]["x"] = nested(50, 2)
     assert paths(old, new) == ["spec.x" + ".a" * 50]
+
+
+class CountedLeaf:
+    """A leaf that counts how often it is compared: a comparison of two subtrees that
+    differ only at their leaves reaches it once."""
+
+    compared = 0
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        CountedLeaf.compared += 1
+        return isinstance(other, CountedLeaf) and other.value == self.value
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("container", ["map", "list"])
+def test_a_deep_difference_costs_linear_work_not_the_square_of_its_depth(
+    container: str,
+) -> None:
+    """Each comparison of two subtrees runs down to their first difference: done at every
+    level of a 90-deep chain that differs at the bottom, it reached the leaf 90 times
+    (a hostile review of such chains took 112 ms of the serving loop)."""
+    compared = {}
+    for depth in (45, 90):
+        old, new = example_pod(), example_pod()
+        old["spec"]["x"] = nested(depth, CountedLeaf(1), container)
+        new["spec"]["x"] = nested(depth, CountedLeaf(2), container)
+        CountedLeaf.compared = 0
+        assert len(paths(old, new)) == 1
+        compared[depth] = CountedLeaf.compared
+    # The quick comparisons above QUICK_COMPARE_DEPTH, then one at the leaf: the same
+    # for both depths.
+    assert compared[45] == compared[90] <= QUICK_COMPARE_DEPTH + 2, compared
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 150, 5_000, 200_000])
