@@ -76,8 +76,20 @@ class _Parser(argparse.ArgumentParser):
             (file or sys.stderr).write(message)
 
 
+class AliasInManifest(yaml.YAMLError):
+    """A YAML alias (``*name``): refused, as expanding one can cost exponential work."""
+
+
 class _StringTimestampLoader(yaml.SafeLoader):
-    """YAML without implicit timestamps: creationTimestamp stays a string, as in JSON."""
+    """YAML without implicit timestamps (creationTimestamp stays a string, as in JSON)
+    and without aliases: a 600-byte "billion laughs" of nested aliases expands to
+    billions of nodes, and comparing two of them ran for hours beyond Ctrl-C's reach.
+    Manifests of pods have no use for them (kubectl get never writes one)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise AliasInManifest("alias")
+        return super().compose_node(parent, index)
 
 
 _StringTimestampLoader.yaml_implicit_resolvers = {
@@ -94,6 +106,10 @@ def load_pod(source: str, stdin: IO[str]) -> dict[str, Any]:
         documents = [
             doc for doc in yaml.load_all(text, Loader=_StringTimestampLoader) if doc is not None
         ]
+    except AliasInManifest as error:
+        raise UsageError(
+            f"{name} uses a YAML alias (*name), which check does not expand"
+        ) from error
     except yaml.YAMLError as error:
         raise UsageError(f"{name} is neither JSON nor YAML") from error
     except RecursionError as error:
@@ -688,6 +704,13 @@ def main(
         return EXIT_INTERRUPTED
     except RecursionError:
         _error("the input nests too deeply")
+        return EXIT_ERROR
+    except OSError as error:
+        # Writing the answer failed (a full disk, /dev/full): no bug, and no verdict
+        # either. Stdout is silenced so that its final flush adds nothing.
+        if out is sys.stdout:
+            _silence_stdout()
+        _error(f"input/output error: {error.strerror or type(error).__name__}")
         return EXIT_ERROR
     except Exception as error:
         _error(f"unexpected {type(error).__name__}{_where(error)}: a bug, please report it")

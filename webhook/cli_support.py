@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from importlib import metadata
 from pathlib import Path
@@ -123,15 +122,22 @@ def object_name(value: str) -> str:
         ) from None
 
 
+# A certificate of less than a minute is spent before anything can use it (the suites
+# make ones of 75 s to watch rotation).
+MIN_DAYS: Final = 1 / 1440
+_DECIMAL = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
 def positive_days(value: str) -> float:
-    """An argparse type: a validity in days, more than 0 and at most MAX_DAYS."""
-    try:
-        days = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{_shown(value)} is not a number of days") from None
-    if not math.isfinite(days) or days <= 0 or days > MAX_DAYS:
+    """An argparse type: a validity in days (a plain decimal number), at least a minute
+    and at most MAX_DAYS."""
+    if not _DECIMAL.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{_shown(value)} is not a number of days")
+    days = float(value)
+    if days < MIN_DAYS or days > MAX_DAYS:
         raise argparse.ArgumentTypeError(
-            f"{_shown(value)}: must be more than 0 and at most {MAX_DAYS} (the CA's validity)"
+            f"{_shown(value)}: must be at least a minute ({MIN_DAYS:.6f}) and at most "
+            f"{MAX_DAYS} (the CA's validity)"
         )
     return days
 

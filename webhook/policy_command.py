@@ -71,30 +71,49 @@ def _api_client(kubeconfig: str | None, context: str | None) -> Any:
 def _get_json(api: Any, path: str, what: str) -> Any:
     from kubernetes.client.exceptions import ApiException
 
-    from webhook.live import host_of, transport_errors, unreachable
+    from webhook.live import (
+        SCHEMA_SECONDS,
+        LiveError,
+        host_of,
+        time_limit,
+        transport_errors,
+        unreachable,
+    )
 
     try:
-        if hasattr(api, "param_serialize"):  # kubernetes >= 33 (openapi-generator 7)
-            method, url, headers, body, post = api.param_serialize(
-                "GET", path, header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-            )  # fmt: skip
-            response = api.call_api(method, url, headers, body, post, _request_timeout=60)
-            response.read()
-            if not 200 <= response.status < 300:
-                raise ApiException(status=response.status, reason=response.reason)
-        else:
-            response = api.call_api(
-                path, "GET", auth_settings=["BearerToken"], response_type=None,
-                _preload_content=False, _return_http_data_only=True, _request_timeout=60,
-            )  # fmt: skip
-        return json.loads(response.data)
+        with time_limit(SCHEMA_SECONDS, f"reading {what}"):
+            return _get_json_unlimited(api, path)
+    except LiveError as error:
+        raise UsageError(str(error)) from error
     except ApiException as error:
         if not error.status:  # the client's own: TLS failed, ...
             raise UsageError(str(unreachable(error, host_of(api)))) from error
         raise UsageError(f"cannot read {what}: {error.status} {error.reason}") from error
     except transport_errors() as error:
         raise UsageError(str(unreachable(error, host_of(api)))) from error
+
+
+def _get_json_unlimited(api: Any, path: str) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook.live import SCHEMA_SECONDS
+
+    if hasattr(api, "param_serialize"):  # kubernetes >= 33 (openapi-generator 7)
+        method, url, headers, body, post = api.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )  # fmt: skip
+        response = api.call_api(method, url, headers, body, post, _request_timeout=SCHEMA_SECONDS)
+        response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status, reason=response.reason)
+    else:
+        response = api.call_api(
+            path, "GET", auth_settings=["BearerToken"], response_type=None,
+            _preload_content=False, _return_http_data_only=True,
+            _request_timeout=SCHEMA_SECONDS,
+        )  # fmt: skip
+    return json.loads(response.data)
 
 
 def _read_policy(path: str, stdin: IO[str]) -> dict[str, Any]:
@@ -130,12 +149,13 @@ def _settings(args: argparse.Namespace) -> Any:
             raise UsageError(f"cannot read {args.settings_env}: {error.strerror}") from error
         except UnicodeDecodeError as error:
             raise UsageError(f"{args.settings_env} is not UTF-8 text") from error
-        for line in lines:
+        for number, line in enumerate(lines, start=1):
             text = line.strip()
             if text and not text.startswith("#"):
                 key, sep, value = text.partition("=")
                 if not sep:
-                    raise UsageError(f"{args.settings_env}: not KEY=VALUE: {text[:40]}")
+                    # The line itself is not shown: an env file can hold secrets.
+                    raise UsageError(f"{args.settings_env}: line {number} is not KEY=VALUE")
                 environ[key.strip()] = value.strip()
     try:
         return load_settings(

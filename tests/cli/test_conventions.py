@@ -291,14 +291,17 @@ CERTS = ["certs", "--service", "s", "--namespace", "n"]
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        ([*CERTS, "--days", "-5"], ("--days", "more than 0")),
-        ([*CERTS, "--days", "0"], ("--days", "more than 0")),
+        ([*CERTS, "--days", "-5"], ("--days", "at least a minute")),
+        ([*CERTS, "--days", "0"], ("--days", "at least a minute")),
         ([*CERTS, "--days", "nan"], ("--days",)),
         ([*CERTS, "--days", "inf"], ("--days",)),
         ([*CERTS, "--days", "1e9"], ("--days", "at most 3650")),
         ([*CERTS, "--days", "soon"], ("--days", "not a number of days")),
-        (["client-cert", "--days", "-1"], ("--days", "more than 0")),
-        (["client-cert", "--days", "0"], ("--days", "more than 0")),
+        ([*CERTS, "--days", "1e-300"], ("--days", "at least a minute")),
+        ([*CERTS, "--days", "5_0"], ("--days", "not a number of days")),
+        ([*CERTS, "--days", " 5 "], ("--days", "not a number of days")),
+        (["client-cert", "--days", "-1"], ("--days", "at least a minute")),
+        (["client-cert", "--days", "0"], ("--days", "at least a minute")),
         (["client-cert", "--name", ""], ("--name", "common name")),
         (["certs", "--service", "Bad_Name!", "--namespace", "n"], ("--service", "DNS-1123")),
         (["certs", "--service", "s", "--namespace", "Prod"], ("--namespace", "DNS-1123")),
@@ -489,3 +492,30 @@ def test_a_read_that_timed_out_is_not_waited_out_again(tmp_path: Path) -> None:
     api = kube_api_client(kubeconfig(tmp_path, "https://127.0.0.1:1"), None)
     assert api.configuration.retries.read == 0
     assert api.configuration.host == "https://127.0.0.1:1"
+
+
+def test_a_yaml_alias_is_refused_before_it_can_expand() -> None:
+    """A 600-byte "billion laughs" of nested aliases ran for hours past Ctrl-C."""
+    laughs = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 13)]
+    pod = yaml.safe_dump(example_pod()) + "\n".join(laughs) + "\n"
+    result = run("check", "--old", "-", "--new", str(EXAMPLE_POD_FILE), stdin=pod)
+    assert_bad_input(result, "stdin uses a YAML alias")
+
+
+def test_a_full_disk_is_an_input_output_error_not_a_bug() -> None:
+    with open(os.devnull if not os.path.exists("/dev/full") else "/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "webhook", "policy"], stdout=full, stderr=subprocess.PIPE,
+            text=True, env=clean_env(), timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"{PROG}: error: input/output error: No space left on device\n"
+
+
+def test_a_settings_env_line_that_is_not_key_value_is_named_not_shown(tmp_path: Path) -> None:
+    env = tmp_path / "settings.env"
+    env.write_text("# a comment\nDB_PASSWORD s3cr3t-XYZ\n")
+    result = run("policy", "--settings-env", str(env))
+    assert "s3cr3t" not in result.stderr
+    assert_bad_input(result, "line 2 is not KEY=VALUE")

@@ -140,7 +140,7 @@ def test_bad_files_exit_2(tmp_path: Path) -> None:
     env.write_text("PRG_MODE=enforce\nPRG_BOGUS=1\n")
     assert_bad_input(run("policy", "--settings-env", str(env)), "PRG_BOGUS")
     env.write_text("just words\n")
-    assert_bad_input(run("policy", "--settings-env", str(env)), "not KEY=VALUE")
+    assert_bad_input(run("policy", "--settings-env", str(env)), "line 1 is not KEY=VALUE")
     hand_written = tmp_path / "vap.yaml"
     hand_written.write_text(
         yaml.safe_dump({"kind": "ValidatingAdmissionPolicy", "metadata": {"name": "x"}})

@@ -104,3 +104,40 @@ def test_live_without_the_kubernetes_client_names_the_extra() -> None:
     assert result.returncode == 2
     assert "pip install 'pod-replace-guard[live]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_request_is_limited_in_all_not_only_per_read() -> None:
+    """A server that sends its headers, then one byte every 0.1 s: each read is quick, so
+    only a limit on the whole request ends it (it would take 100 s)."""
+    import socket
+    import threading
+    import time
+
+    import urllib3
+
+    from webhook.live import time_limit
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.1):
+                connection.sendall(b"x")
+
+    threading.Thread(target=trickle, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/api/v1/namespaces/d/pods/p"
+    started = time.monotonic()
+    try:
+        with (
+            pytest.raises(LiveError, match=r"no complete answer within 0\.5 s"),
+            time_limit(0.5, "reading pod d/p"),
+        ):
+            urllib3.PoolManager().request("GET", url, timeout=5.0)
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 3
