@@ -466,6 +466,33 @@ BAD_VALUES: dict[str, tuple[Doc, str]] = {
         {"securityContext": {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}},
         "/securityContext/capabilities/add",
     ),
+    # Pod Security baseline's other keys.
+    "procMount unmasked": (
+        {"securityContext": {"procMount": "Unmasked"}},
+        "/securityContext/procMount",
+    ),
+    **{
+        f"{section} AppArmor unconfined": (
+            {section: {"appArmorProfile": {"type": "Unconfined"}}},
+            f"/{section}/appArmorProfile/type",
+        )
+        for section in ("securityContext", "podSecurityContext")
+    },
+    **{
+        f"{section} SELinux spc_t": (
+            {section: {"seLinuxOptions": {"type": "spc_t"}}},
+            f"/{section}/seLinuxOptions/type",
+        )
+        for section in ("securityContext", "podSecurityContext")
+    },
+    "windows host process": (
+        {"securityContext": {"windowsOptions": {"hostProcess": True}}},
+        "/securityContext/windowsOptions/hostProcess",
+    ),
+    "sysctls": (
+        {"podSecurityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]}},
+        "/podSecurityContext/sysctls",
+    ),
     # ... nor removed with null (Helm deletes the default's key).
     **{
         f"{section}.{key} removed": ({section: {key: None}}, f"missing property '{key}'")
