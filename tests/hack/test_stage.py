@@ -49,3 +49,34 @@ def test_without_ci_stages_a_stage_only_runs(tmp_path: Path) -> None:
 def test_a_run_that_failed_before_any_stage_still_reports_its_total(tmp_path: Path) -> None:
     report = stage(tmp_path / "never-written", "--report", "2", "5")
     assert report.stdout.splitlines()[1:] == [f"  {'total':<48} {'FAILED':<6} {5:>6}"]
+
+
+PREBUILD = REPO / "hack" / "prebuild.sh"
+
+
+def prebuild(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    return subprocess.run(
+        [str(PREBUILD), *args], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+
+
+def test_waiting_for_background_builds_never_started_is_an_error(tmp_path: Path) -> None:
+    result = prebuild(tmp_path, "wait")
+    assert result.returncode == 2
+    assert "nothing was started" in result.stderr
+
+
+def test_waiting_reports_the_background_builds_status_and_log(tmp_path: Path) -> None:
+    state = tmp_path / "pod-replace-guard" / "prebuild"
+    state.mkdir(parents=True)
+    (state / "pid").write_text("999999999\n")  # gone: its status file decides
+    (state / "log").write_text("go: compile error in k8s.io/kubernetes/cmd/kubelet\n")
+    (state / "rc").write_text("0\n")
+    assert prebuild(tmp_path, "wait").returncode == 0
+    (state / "rc").write_text("3\n")
+    failed = prebuild(tmp_path, "wait")
+    assert failed.returncode == 3
+    assert "compile error in k8s.io/kubernetes/cmd/kubelet" in failed.stderr
+    (state / "rc").unlink()  # died without a status: a failure, not a hang
+    assert prebuild(tmp_path, "wait").returncode == 1
