@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from tests.cli.test_cli import PROG, assert_bad_input, clean_env, run, write_json
+from tests.cli.test_policy_command import installed_policy
 from tests.support.reviews import EXAMPLE_POD_FILE, example_pod
-from webhook.admission_policy import FIELDS_ANNOTATION
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -55,15 +55,7 @@ def documented_codes(command: str) -> set[int]:
 
 
 def _installed_policy(tmp_path: Path, drop: str | None = None) -> str:
-    policy, binding = [doc for doc in yaml.safe_load_all(run("policy").stdout) if doc]
-    if drop:
-        fields = json.loads(policy["metadata"]["annotations"][FIELDS_ANNOTATION])
-        definition, _, name = drop.rpartition(".")
-        fields[definition].remove(name)
-        policy["metadata"]["annotations"][FIELDS_ANNOTATION] = json.dumps(fields)
-    path = tmp_path / "installed.yaml"
-    path.write_text(yaml.safe_dump_all([binding, policy]))
-    return str(path)
+    return str(installed_policy(tmp_path, drop))
 
 
 def _pair(tmp_path: Path, edit: Callable[[dict[str, Any]], object]) -> list[str]:

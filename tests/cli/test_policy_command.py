@@ -77,7 +77,8 @@ def test_a_schema_file(tmp_path: Path) -> None:
     assert str(path) in result.stdout.splitlines()[1]
 
 
-def _installed(tmp_path: Path, drop: str | None = None) -> Path:
+def installed_policy(tmp_path: Path, drop: str | None = None) -> Path:
+    """The packaged policy as a file, as if installed; ``drop`` leaves a field out of it."""
     result = run("policy")
     policy, binding = documents(result.stdout)
     if drop:
@@ -91,14 +92,14 @@ def _installed(tmp_path: Path, drop: str | None = None) -> Path:
 
 
 def test_check_passes_for_a_policy_from_the_same_schema(tmp_path: Path) -> None:
-    result = run("policy", "--check", "--policy", str(_installed(tmp_path)))
+    result = run("policy", "--check", "--policy", str(installed_policy(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("covered:")
 
 
 def test_check_fails_naming_the_fields_a_newer_schema_adds(tmp_path: Path) -> None:
     field = "io.k8s.api.core.v1.SecurityContext.procMount"
-    result = run("policy", "--check", "--policy", str(_installed(tmp_path, drop=field)))
+    result = run("policy", "--check", "--policy", str(installed_policy(tmp_path, drop=field)))
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines()[:2] == [
         "NOT covered: 1 fields of this schema are not in the policy:",
@@ -107,7 +108,7 @@ def test_check_fails_naming_the_fields_a_newer_schema_adds(tmp_path: Path) -> No
 
 
 def test_check_reads_the_policy_from_stdin(tmp_path: Path) -> None:
-    text = _installed(tmp_path).read_text()
+    text = installed_policy(tmp_path).read_text()
     result = run("policy", "--check", "--policy", "-", stdin=text)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.reviews import update_review
-from tests.support.server import Server, free_port, http_request, running_server, tls_socket
+from tests.support.server import (
+    Server,
+    client_socket,
+    free_port,
+    http_request,
+    running_server,
+    running_server_with_health,
+    tls_socket,
+)
 
 pytestmark = pytest.mark.process
 
@@ -25,18 +33,12 @@ REVIEW = json.dumps(update_review()).encode()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    health = free_port()
-    env = {"PRG_HEALTH_BIND": f"127.0.0.1:{health}", "PRG_REQUEST_TIMEOUT": "4"}
-    with running_server(tmp_path_factory.mktemp("defects"), workers=1, env=env) as started:
-        started.health_port = health  # type: ignore[attr-defined]
+    with running_server_with_health(tmp_path_factory.mktemp("defects"), 4) as started:
         yield started
 
 
 def connect(server: Server, tls: bool, timeout: float = 5.0) -> socket.socket:
-    if tls:
-        return tls_socket(server, timeout=timeout)
-    port: int = server.health_port  # type: ignore[attr-defined]
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return client_socket(server, tls, timeout)
 
 
 def read_all(sock: socket.socket, seconds: float = 5.0) -> tuple[bytes, bool]:

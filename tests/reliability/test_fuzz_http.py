@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.reviews import update_review
-from tests.support.server import Server, free_port, running_server, tls_socket
+from tests.support.server import Server, client_socket, running_server_with_health
 from tests.unit.fuzzing import FUZZ
 
 pytestmark = pytest.mark.process
@@ -33,10 +33,7 @@ REVIEW = json.dumps(update_review()).encode()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    health = free_port()
-    env = {"PRG_HEALTH_BIND": f"127.0.0.1:{health}", "PRG_REQUEST_TIMEOUT": "2"}
-    with running_server(tmp_path_factory.mktemp("fuzz-http"), workers=1, env=env) as started:
-        started.health_port = health  # type: ignore[attr-defined]
+    with running_server_with_health(tmp_path_factory.mktemp("fuzz-http"), 2) as started:
         yield started
 
 
@@ -158,11 +155,7 @@ def responses_in(data: bytes) -> tuple[int, bool]:
 
 
 def exchange(server: Server, tls: bool, pieces: list[bytes]) -> bytes:
-    if tls:
-        sock: socket.socket = tls_socket(server, timeout=5)
-    else:
-        port: int = server.health_port  # type: ignore[attr-defined]
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock = client_socket(server, tls)
     received = b""
     with sock:
         try:

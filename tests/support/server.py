@@ -39,6 +39,8 @@ class Server:
     # Presented by tls_context() (and so connection/get/post_review) when set: for
     # servers started with --client-ca.
     client_cert: tuple[Path, Path] | None = None
+    # The plain-HTTP health port, for servers started by running_server_with_health().
+    health_port: int | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -181,6 +183,25 @@ def running_server(work_dir: Path, **kwargs: Any) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def running_server_with_health(work_dir: Path, request_timeout: float) -> Iterator[Server]:
+    """One worker, its plain-HTTP health port on (``Server.health_port``) and a short
+    request timeout: what the hostile-request suites send their bytes to."""
+    health = free_port()
+    env = {"PRG_HEALTH_BIND": f"127.0.0.1:{health}", "PRG_REQUEST_TIMEOUT": f"{request_timeout:g}"}
+    with running_server(work_dir, workers=1, env=env) as started:
+        started.health_port = health
+        yield started
+
+
+def client_socket(server: Server, tls: bool, timeout: float = 5.0) -> socket.socket:
+    """A connection to the admission port over TLS, or to the plain health port."""
+    if tls:
+        return tls_socket(server, timeout=timeout)
+    assert server.health_port, "started without its health port"
+    return socket.create_connection(("127.0.0.1", server.health_port), timeout=timeout)
 
 
 # --- Raw HTTP, worker discovery and log reading for the process and reliability suites ---
