@@ -16,6 +16,7 @@ class Conn:
     idle: bool = False
     answering: bool = False
     stalled_since: float = 0.0
+    closing: bool = False
 
 
 def admit(admission: Admission, held: list[Conn], address: str) -> tuple[bool, Conn | None]:
@@ -26,6 +27,18 @@ def test_under_the_caps_nothing_is_shed() -> None:
     admission = Admission(8)
     admission.add("a")
     assert admit(admission, [Conn("a", 1)], "b") == (True, None)
+
+
+def test_closing_connections_go_before_any_newcomer_is_refused_or_shed() -> None:
+    """A client that opens a connection per request leaves each lingering in CLOSING for
+    a second: at its address's cap, the oldest of those goes, not a connection still
+    handshaking (which dropped a review, test_rotation_under_load_zero_failures)."""
+    handshaking = Conn("a", 5)
+    lingering = [Conn("a", 1 + i, served=1, closing=True) for i in range(3)]
+    admission = Admission(8)
+    for conn in [handshaking, *lingering]:
+        admission.add(conn.address)
+    assert admit(admission, [handshaking, *lingering], "a") == (True, lingering[0])
 
 
 def test_never_served_go_first_oldest_first_whatever_their_address() -> None:

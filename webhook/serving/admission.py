@@ -6,7 +6,8 @@ review over them; an attacker can open hundreds, from one address or many. So:
 - each client address holds at most ``per_address`` connections (half the worker's
   bound): one address alone cannot take them all;
 - at the worker's bound a new connection is still taken, and another is closed to make
-  room: one that has never carried a request (handshaking, silent, or reading its
+  room: first one that is already closing (answered, lingering for the client's FIN);
+  then one that has never carried a request (handshaking, silent, or reading its
   first request), the oldest first; then one that has carried a request and whose next
   request has been arriving, incomplete, for STALL_GRACE_SECONDS or more (the API server
   sends a review in one go), the longest stalled first; a connection that has carried a
@@ -66,6 +67,8 @@ class Held(Protocol):
     def answering(self) -> bool: ...
     @property
     def stalled_since(self) -> float: ...
+    @property
+    def closing(self) -> bool: ...
 
 
 H = TypeVar("H", bound=Held)
@@ -80,13 +83,21 @@ def shed_candidate(held: Iterable[H], now: float | None = None) -> H | None:
     if now is None:
         now = time.monotonic()
     stalled_before = now - STALL_GRACE_SECONDS
+    closing: H | None = None
     never_served: H | None = None
     stalled: H | None = None
     idle_served: H | None = None
     for conn in held:
         if conn.answering:
             continue
-        if not conn.served:
+        if conn.closing:
+            # Answered and on its way out (lingering for the client's FIN): it still
+            # counts against the caps, and a client opening a connection per request
+            # fills them with these within a second. Shedding a newcomer in their stead
+            # dropped reviews (test_rotation_under_load_zero_failures).
+            if closing is None or conn.opened < closing.opened:
+                closing = conn
+        elif not conn.served:
             if never_served is None or conn.opened < never_served.opened:
                 never_served = conn
         elif conn.idle:
@@ -100,6 +111,8 @@ def shed_candidate(held: Iterable[H], now: float | None = None) -> H | None:
                 and (stalled is None or since < stalled.stalled_since)
             ):
                 stalled = conn
+    if closing is not None:
+        return closing
     if never_served is not None:
         return never_served
     return stalled if stalled is not None else idle_served

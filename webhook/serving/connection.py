@@ -81,6 +81,11 @@ class Connection:
         return self.phase is Phase.IDLE
 
     @property
+    def closing(self) -> bool:
+        """Answered and closing: lingering for the client's FIN, carrying nothing."""
+        return self.phase is Phase.CLOSING
+
+    @property
     def answering(self) -> bool:
         """A request of it is being answered: never shed."""
         return self.phase in (Phase.QUEUED, Phase.BUSY, Phase.WRITING)
