@@ -36,6 +36,8 @@ from webhook.cli_support import (
     common_name,
     dns_label,
     dns_name,
+    is_dns_label,
+    is_object_name,
     positive_days,
     read_source,
     refuse_unused,
@@ -315,12 +317,6 @@ def _read_and_dry_run(
     )
 
 
-# A pod's name (a DNS-1123 subdomain) and namespace (a DNS-1123 label), as the API
-# server accepts them; anything else is refused before a request carries it.
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-
-
 def check_live(
     manifest: dict[str, Any], kubeconfig: str | None, context: str | None
 ) -> dict[str, Any]:
@@ -335,12 +331,12 @@ def check_live(
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         raise UsageError("--live needs metadata.name in the --new manifest")
-    if len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
+    if not is_object_name(name):
         raise UsageError("metadata.name of the --new manifest is not a valid pod name")
     try:
         cluster = Cluster(kubeconfig, context)
         namespace = metadata.get("namespace") or cluster.default_namespace
-        if not isinstance(namespace, str) or not _LABEL.fullmatch(namespace) or len(namespace) > 63:
+        if not isinstance(namespace, str) or not is_dns_label(namespace):
             raise UsageError("metadata.namespace of the --new manifest is not a valid namespace")
         live, answer = _read_and_dry_run(
             cluster, {**manifest, "metadata": metadata}, name, namespace
