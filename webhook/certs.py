@@ -55,7 +55,7 @@ def serving_names(service: str, namespace: str, hosts: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _write(path: Path, data: bytes, private: bool) -> None:
+def write_file(path: Path, data: bytes, private: bool) -> None:
     """Write atomically (temp file + rename) so a reader never sees half a file."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -68,7 +68,12 @@ def _write(path: Path, data: bytes, private: bool) -> None:
         raise
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+# Certificates start this long before they are made: a node whose clock runs a little
+# behind still accepts them.
+BACKDATE: Final = datetime.timedelta(minutes=5)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -78,18 +83,20 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _new_ca(common_name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_ca(
+    common_name: str, lifetime: datetime.timedelta, now: datetime.datetime | None = None
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    now = now or _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -138,10 +145,11 @@ def issue_serving_certificate(
     ca_cert: x509.Certificate,
     dns_names: list[str],
     ips: list[str],
-    days: float,
+    lifetime: datetime.timedelta,
+    now: datetime.datetime | None = None,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    now = now or _now()
     alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     cert = (
@@ -150,8 +158,8 @@ def issue_serving_certificate(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + lifetime)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -181,21 +189,25 @@ def write_certificates(
         except ValueError as error:
             raise CertificateError(f"--ip: {ip!r} is not an IP address") from error
     existing = None if new_ca else _load_ca(directory)
-    ca_key, ca_cert = existing or _new_ca(f"pod-replace-guard CA ({namespace})", days=3650)
+    ca_key, ca_cert = existing or make_ca(
+        f"pod-replace-guard CA ({namespace})", datetime.timedelta(days=3650)
+    )
     if existing is None:
-        _write(directory / CA_KEY, _key_pem(ca_key), private=True)
-        _write(directory / CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
+        write_file(directory / CA_KEY, key_pem(ca_key), private=True)
+        write_file(
+            directory / CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM), private=False
+        )
     key, cert = issue_serving_certificate(
         ca_key,
         ca_cert,
         serving_names(service, namespace, hosts or []),
         list(dict.fromkeys(["127.0.0.1", *(ips or [])])),
-        days,
+        datetime.timedelta(days=days),
     )
     # Key first, then certificate: a reloader that sees a mismatched pair keeps the
     # old one and tries again (see serving.CertificateReloader).
-    _write(directory / TLS_KEY, _key_pem(key), private=True)
-    _write(directory / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    write_file(directory / TLS_KEY, key_pem(key), private=True)
+    write_file(directory / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False)
     bundle = base64.b64encode((directory / CA_CERT).read_bytes()).decode()
     return Issued(directory, bundle, existing is not None)
 
@@ -219,9 +231,9 @@ def write_client_certificate(out_dir: str | Path, name: str, days: float = 365) 
             raise CertificateError(f"{ca_key_path} is not an EC key")
         ca_key = loaded
     else:
-        ca_key, ca_cert = _new_ca("pod-replace-guard client CA", days=3650)
-        _write(ca_key_path, _key_pem(ca_key), private=True)
-        _write(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
+        ca_key, ca_cert = make_ca("pod-replace-guard client CA", datetime.timedelta(days=3650))
+        write_file(ca_key_path, key_pem(ca_key), private=True)
+        write_file(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     cert = (
@@ -230,12 +242,14 @@ def write_client_certificate(out_dir: str | Path, name: str, days: float = 365) 
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write(directory / CLIENT_KEY, _key_pem(key), private=True)
-    _write(directory / CLIENT_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    write_file(directory / CLIENT_KEY, key_pem(key), private=True)
+    write_file(
+        directory / CLIENT_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False
+    )
     return ca_path

@@ -532,6 +532,50 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_controller(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    import time
+
+    from webhook.controller import Controller, ControllerError, KubeCluster, sync_until_certificates
+    from webhook.live import LiveError, kube_api_client, transport_errors
+    from webhook.logs import configure_logging
+
+    settings = load_settings(config_file=args.config)
+    configure_logging(settings.log_level)
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
+    try:
+        if kubeconfig:
+            api = kube_api_client(kubeconfig, None)
+        else:
+            try:
+                from kubernetes import client, config
+            except ImportError as error:
+                raise UsageError(
+                    "controller needs the kubernetes client: pip install 'pod-replace-guard[live]'"
+                ) from error
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api = client.ApiClient()
+        controller = Controller(settings, KubeCluster(api))
+    except (LiveError, ControllerError) as error:
+        raise UsageError(str(error)) from error
+    except UsageError:
+        raise
+    except Exception as error:  # the client's in-cluster loader raises its own types
+        raise UsageError(f"cannot reach the API server: {error}") from error
+    errors = transport_errors()
+    if args.once:
+        why = sync_until_certificates(controller, errors, time.monotonic() + args.timeout)
+        if why:
+            raise UsageError(f"certificates not ready after {args.timeout:g} s: {why}")
+        return EXIT_OK
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    controller.run(stop, errors)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -625,6 +669,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="text: the client CA's path (default); json or yaml: clientCA",
     )
 
+    controller = commands.add_parser(
+        "controller",
+        help="keep the certificates renewed and the webhook configuration registered",
+    )
+    controller.add_argument("--config", help="YAML settings file (PRG_CONFIG)")
+    controller.add_argument(
+        "--kubeconfig", help="a kubeconfig (default: KUBECONFIG, else the pod's service account)"
+    )
+    controller.add_argument(
+        "--once",
+        action="store_true",
+        help="make sure the certificate files exist, then exit (an init container)",
+    )
+    controller.add_argument(
+        "--timeout", type=float, default=120.0, help="with --once: give up after SECONDS"
+    )
+
     policy_command.add_parser(commands)
     return parser
 
@@ -638,6 +699,8 @@ def _run(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
         return _cmd_client_cert(args, out)
     if args.command == "policy":
         return policy_command.run_policy(args, stdin, out)
+    if args.command == "controller":
+        return _cmd_controller(args)
     return _cmd_serve(args)
 
 

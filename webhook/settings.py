@@ -8,6 +8,7 @@ start-up with :class:`ConfigError` naming the key. Nothing here runs at import t
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,18 @@ class Settings:
     request_timeout: float = 10.0
     max_connections: int = 256
     inflight_bytes: int = 8 * 1024 * 1024
+    # Certificates and registration (`pod-replace-guard controller`, webhook/controller.py)
+    webhook_configuration: str = ""
+    service: str = "pod-replace-guard"
+    webhook_url: str = ""
+    failure_policy: str = "Fail"
+    timeout_seconds: int = 3
+    namespace_selector: str = ""
+    cert_secret: str = ""
+    ca_file: str = ""
+    ca_lifetime: str = "730d"
+    cert_lifetime: str = "90d"
+    sync_seconds: float = 10.0
 
     @property
     def judged_namespaces_excluded(self) -> frozenset[str]:
@@ -174,6 +187,71 @@ def _bind(key: str, value: object) -> str:
     return text
 
 
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration setting: a whole number and a unit (s, m, h, d), e.g. 90d."""
+    number, unit = text[:-1], text[-1:]
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _duration(minimum: int) -> Callable[[str, object], str]:
+    def parse(key: str, value: object) -> str:
+        text = _as_str(key, value).strip()
+        number, unit = text[:-1], text[-1:]
+        if not number.isdigit() or len(number) > 9 or unit not in _DURATION_UNITS:
+            raise ConfigError(f"{key}: must be a whole number and a unit (s, m, h, d), e.g. 90d")
+        if duration_seconds(text) < minimum:
+            raise ConfigError(f"{key}: must be at least {minimum} s")
+        return text
+
+    return parse
+
+
+def _https_url(key: str, value: object) -> str:
+    text = _as_str(key, value).strip()
+    if text and not text.startswith("https://"):
+        raise ConfigError(f"{key}: must be an https:// URL (or empty: the Service)")
+    return text
+
+
+def _label_selector(key: str, value: object) -> str:
+    """A namespaceSelector (JSON or YAML mapping of matchLabels, matchExpressions),
+    kept as canonical JSON."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{key}: not valid JSON or YAML") from error
+    if value is None:
+        value = {}
+    if not isinstance(value, dict) or set(value) - {"matchLabels", "matchExpressions"}:
+        raise ConfigError(f"{key}: must be a mapping of matchLabels and matchExpressions")
+    labels = value.get("matchLabels") or {}
+    expressions = value.get("matchExpressions") or []
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ConfigError(f"{key}: matchLabels must map strings to strings")
+    if not isinstance(expressions, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("key"), str)
+        and e.get("operator") in ("In", "NotIn", "Exists", "DoesNotExist")
+        for e in expressions
+    ):
+        raise ConfigError(
+            f"{key}: matchExpressions must be a list of {{key, operator, values}} "
+            "(operator In, NotIn, Exists or DoesNotExist)"
+        )
+    kept = {k: v for k, v in (("matchLabels", labels), ("matchExpressions", expressions)) if v}
+    return json.dumps(kept, sort_keys=True) if kept else ""
+
+
+def _optional_name(key: str, value: object) -> str:
+    return _as_str(key, value).strip()
+
+
 def _optional_bind(key: str, value: object) -> str:
     """HOST:PORT, or empty for none."""
     return _bind(key, value) if _as_str(key, value).strip() else ""
@@ -208,6 +286,19 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "request_timeout": ("requestTimeout", _as_number(float, 0.1, 300.0)),
     "max_connections": ("maxConnections", _as_number(int, 4, 100_000)),
     "inflight_bytes": ("inflightBytes", _as_number(int, 64 * 1024, 1024 * 1024 * 1024)),
+    "webhook_configuration": ("webhookConfiguration", _optional_name),
+    "service": ("service", _name),
+    "webhook_url": ("webhookURL", _https_url),
+    "failure_policy": ("failurePolicy", _one_of(("Fail", "Ignore"))),
+    "timeout_seconds": ("timeoutSeconds", _as_number(int, 1, 30)),
+    "namespace_selector": ("namespaceSelector", _label_selector),
+    "cert_secret": ("certSecret", _optional_name),
+    "ca_file": ("caFile", _path),
+    # Lifetimes of minutes are for tests of rotation; a serving certificate renewed a
+    # third before its end must outlive a few sync periods.
+    "ca_lifetime": ("caLifetime", _duration(120)),
+    "cert_lifetime": ("certLifetime", _duration(60)),
+    "sync_seconds": ("syncSeconds", _as_number(float, 0.2, 3600.0)),
 }
 
 
@@ -266,6 +357,10 @@ def load_settings(
         if value is not None:
             values[name] = _FIELDS[name][1]("--" + name.replace("_", "-"), value)
     settings = Settings(**values)
+    if duration_seconds(settings.cert_lifetime) > duration_seconds(settings.ca_lifetime):
+        raise ConfigError(
+            f"{env_name('cert_lifetime')}: must not be longer than {env_name('ca_lifetime')}"
+        )
     if settings.health_bind and port_of(settings.health_bind) == port_of(settings.bind):
         raise ConfigError(
             f"{env_name('health_bind')}: must use another port than {env_name('bind')}"

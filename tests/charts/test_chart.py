@@ -38,6 +38,12 @@ HELM_LABELS = {
 # Settings the chart sets itself: the listeners and paths of its Deployment, and the
 # release namespace.
 CHART_OWNED_SETTINGS = {"namespace", "bind", "healthBind", "certDir", "clientCA"}
+# `controller`'s settings: the chart's webhook.* and certificates.* values and its
+# own object names stand for them.
+CHART_OWNED_SETTINGS |= {
+    "webhookConfiguration", "service", "webhookURL", "failurePolicy", "timeoutSeconds",
+    "namespaceSelector", "certSecret", "caFile", "caLifetime", "certLifetime", "syncSeconds",
+}  # fmt: skip
 # A CA certificate (public, no key) for the existingSecret and clientAuth cases.
 PEM_CA = (REPO / "tests" / "charts" / "testdata" / "ca.crt").read_text()
 

@@ -49,6 +49,17 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout": 10.0,
     "max_connections": 256,
     "inflight_bytes": 8 * 1024 * 1024,
+    "webhook_configuration": "",
+    "service": "pod-replace-guard",
+    "webhook_url": "",
+    "failure_policy": "Fail",
+    "timeout_seconds": 3,
+    "namespace_selector": "",
+    "cert_secret": "",
+    "ca_file": "",
+    "ca_lifetime": "730d",
+    "cert_lifetime": "90d",
+    "sync_seconds": 10.0,
     "judged_subresources": (),
 }
 
@@ -195,6 +206,17 @@ requestTimeout: 4.5
 maxConnections: 64
 inflightBytes: 65536
 judgedSubresources: [resize, ephemeralcontainers, resize]
+webhookConfiguration: guard-webhook
+service: guard
+webhookURL: https://guard.example:8443/validate
+failurePolicy: Ignore
+timeoutSeconds: 5
+namespaceSelector: {matchLabels: {team: a}}
+certSecret: guard-certificates
+caFile: /etc/ca-bundle.crt
+caLifetime: 365d
+certLifetime: 30d
+syncSeconds: 5
 """
 
 
@@ -223,6 +245,17 @@ def test_yaml_file_sets_every_key(tmp_path: Path) -> None:
         "max_connections": 64,
         "inflight_bytes": 65536,
         "judged_subresources": ("resize", "ephemeralcontainers"),
+        "webhook_configuration": "guard-webhook",
+        "service": "guard",
+        "webhook_url": "https://guard.example:8443/validate",
+        "failure_policy": "Ignore",
+        "timeout_seconds": 5,
+        "namespace_selector": '{"matchLabels": {"team": "a"}}',
+        "cert_secret": "guard-certificates",
+        "ca_file": "/etc/ca-bundle.crt",
+        "ca_lifetime": "365d",
+        "cert_lifetime": "30d",
+        "sync_seconds": 5.0,
     }
 
 
@@ -447,3 +480,30 @@ def test_keepalive_not_longer_than_the_api_servers_idle_timeout_is_cautioned(
 def test_health_listener_must_not_share_the_admission_port() -> None:
     with pytest.raises(ConfigError, match="PRG_HEALTH_BIND"):
         load_settings(environ={"PRG_BIND": "0.0.0.0:8443", "PRG_HEALTH_BIND": "127.0.0.1:8443"})
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PRG_CA_LIFETIME": "90"}, "PRG_CA_LIFETIME"),
+        ({"PRG_CA_LIFETIME": "1m"}, "PRG_CA_LIFETIME"),
+        ({"PRG_CERT_LIFETIME": "9999999999d"}, "PRG_CERT_LIFETIME"),
+        ({"PRG_CA_LIFETIME": "10m", "PRG_CERT_LIFETIME": "20m"}, "PRG_CERT_LIFETIME"),
+        ({"PRG_FAILURE_POLICY": "fail"}, "PRG_FAILURE_POLICY"),
+        ({"PRG_WEBHOOK_URL": "http://127.0.0.1/validate"}, "PRG_WEBHOOK_URL"),
+        ({"PRG_NAMESPACE_SELECTOR": "[1]"}, "PRG_NAMESPACE_SELECTOR"),
+        (
+            {"PRG_NAMESPACE_SELECTOR": '{"matchExpressions": [{"key": "a", "operator": "Gt"}]}'},
+            "PRG_NAMESPACE_SELECTOR",
+        ),
+        ({"PRG_TIMEOUT_SECONDS": "31"}, "PRG_TIMEOUT_SECONDS"),
+    ],
+)
+def test_controller_settings_are_checked(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=env)
+
+
+def test_a_namespace_selector_is_kept_as_canonical_json() -> None:
+    settings = load_settings(environ={"PRG_NAMESPACE_SELECTOR": "matchLabels: {team: a}"})
+    assert settings.namespace_selector == '{"matchLabels": {"team": "a"}}'

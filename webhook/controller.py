@@ -1,0 +1,325 @@
+"""Keeps the webhook's certificates renewed and its webhook configuration registered.
+
+``pod-replace-guard controller`` runs beside the server in every replica (a second
+container of the pod; ``--once`` as its init container). Each sync:
+
+1. **Certificates** (``PRG_CERT_SECRET`` set): reads the Secret, asks
+   :func:`webhook.rotation.plan` what it should hold now, writes it back if that
+   changed (optimistic concurrency: of several replicas one wins, the others read
+   again next time), and copies the serving certificate and key into ``PRG_CERT_DIR``,
+   which the server reloads. Without ``PRG_CERT_SECRET`` the certificate comes from
+   files (cert-manager, a Secret of your own) and only the CA is read, from
+   ``PRG_CA_FILE``.
+2. **Registration** (``PRG_WEBHOOK_CONFIGURATION`` set): the install creates the
+   ValidatingWebhookConfiguration with no webhook entries, which refuses nothing. The
+   entry (:func:`webhook.registration.webhook_entry`, built from the settings) is
+   written into it with the CA bundle only once the webhook's Service answers TLS with
+   a certificate that bundle trusts: a webhook that cannot start (an image that does
+   not exist, a crash at start-up) never registers, so it never refuses an update.
+   Afterwards the caBundle is kept current, and the entry is rewritten only when the
+   settings change it (an upgrade), so a deliberate edit of the live entry stays.
+
+It needs exactly: get and update of that one Secret and that one webhook
+configuration, by name (docs/operations.md, "Permissions").
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+from webhook.certs import CA_CERT, TLS_CERT, TLS_KEY, serving_names, write_file
+from webhook.registration import DIGEST_ANNOTATION, WEBHOOK_NAME, entry_digest, webhook_entry
+from webhook.rotation import Lifetimes, Material, plan
+from webhook.settings import Settings, duration_seconds
+
+log = logging.getLogger("pod_replace_guard.controller")
+
+# Secret keys (PEM). ca-bundle.crt is what the API server must trust.
+SECRET_KEYS: Final = {
+    "ca_cert": "ca.crt",
+    "ca_key": "ca.key",
+    "tls_cert": "tls.crt",
+    "tls_key": "tls.key",
+    "bundle": "ca-bundle.crt",
+}
+PROBE_TIMEOUT_SECONDS: Final = 3.0
+
+
+class ControllerError(RuntimeError):
+    """A sync cannot go on (a missing object, a bad template); the message says which."""
+
+
+class Conflict(RuntimeError):
+    """The object changed since it was read (another replica wrote it first)."""
+
+
+class Cluster(Protocol):
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None: ...
+    def read_webhook_configuration(self, name: str) -> dict[str, Any] | None: ...
+    def replace_webhook_configuration(self, name: str, body: dict[str, Any]) -> None: ...
+
+
+class KubeCluster:
+    """The API server, through the kubernetes client, as plain dicts: fields this
+    client version does not know (e.g. matchConditions) survive a read and a write."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(api_client)
+        self._admission = client.AdmissionregistrationV1Api(api_client)
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = method(*args, _preload_content=False, _request_timeout=10, **kwargs)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            if error.status == 409:
+                raise Conflict(str(error.reason)) from error
+            raise ControllerError(
+                f"the API server answered {error.status} {error.reason}"
+            ) from error
+        data: dict[str, Any] = json.loads(response.data)
+        return data
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._call(self._core.read_namespaced_secret, name, namespace)
+
+    def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        if self._call(self._core.replace_namespaced_secret, name, namespace, body) is None:
+            raise ControllerError(f"Secret {namespace}/{name} was deleted")
+
+    def read_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        return self._call(self._admission.read_validating_webhook_configuration, name)
+
+    def replace_webhook_configuration(self, name: str, body: dict[str, Any]) -> None:
+        replace = self._admission.replace_validating_webhook_configuration
+        if self._call(replace, name, body) is None:
+            raise ControllerError(f"ValidatingWebhookConfiguration {name} was deleted")
+
+
+def probe_target(entry: dict[str, Any]) -> tuple[str, int]:
+    """Where the API server calls the entry: (host, port), as its client resolves it."""
+    config = entry.get("clientConfig") or {}
+    service = config.get("service")
+    if isinstance(service, dict):
+        host = f"{service.get('name')}.{service.get('namespace')}.svc"
+        return host, int(service.get("port") or 443)
+    url = urlsplit(str(config.get("url") or ""))
+    if url.scheme != "https" or not url.hostname:
+        raise ControllerError("PRG_WEBHOOK_URL: must be an https:// URL with a host")
+    return url.hostname, url.port or 443
+
+
+def serves_trusted_certificate(host: str, port: int, bundle: bytes) -> str:
+    """ "" when host:port completes a TLS handshake that ``bundle`` verifies (the
+    API server's own check), else why not."""
+    context = ssl.create_default_context(cadata=bundle.decode("ascii"))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with (
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_SECONDS) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return ""
+    except ssl.SSLCertVerificationError as error:
+        return (
+            f"{host}:{port} serves a certificate the bundle does not trust ({error.verify_message})"
+        )
+    except (OSError, ssl.SSLError) as error:
+        return f"{host}:{port} does not answer TLS ({type(error).__name__}: {error})"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        cluster: Cluster,
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        probe: Callable[[str, int, bytes], str] = serves_trusted_certificate,
+    ) -> None:
+        self._settings = settings
+        self._cluster = cluster
+        self._clock = clock
+        self._probe = probe
+        self._lifetimes = Lifetimes(
+            ca=datetime.timedelta(seconds=duration_seconds(settings.ca_lifetime)),
+            serving=datetime.timedelta(seconds=duration_seconds(settings.cert_lifetime)),
+        )
+        self._names = serving_names(settings.service, settings.namespace, [])
+        self._last_reason = ""
+
+    # --- certificates ---------------------------------------------------------------
+
+    def _published(self, configuration: dict[str, Any] | None) -> bytes | None:
+        """The caBundle our entries carry now (PEM), None when none is registered."""
+        for entry in (configuration or {}).get("webhooks") or []:
+            if entry.get("name") == WEBHOOK_NAME:
+                bundle = (entry.get("clientConfig") or {}).get("caBundle") or ""
+                try:
+                    return base64.b64decode(bundle)
+                except ValueError:
+                    return b""
+        return None
+
+    def _sync_secret(self, configuration: dict[str, Any] | None) -> bytes:
+        namespace, name = self._settings.namespace, self._settings.cert_secret
+        secret = self._cluster.read_secret(namespace, name)
+        if secret is None:
+            raise ControllerError(
+                f"Secret {namespace}/{name} does not exist (the install creates it, empty)"
+            )
+        data = secret.get("data") or {}
+        try:
+            fields = {f: base64.b64decode(data.get(key) or "") for f, key in SECRET_KEYS.items()}
+        except ValueError:
+            fields = {}
+        current = Material(**fields) if fields and fields["ca_cert"] else None
+        decision = plan(
+            current, self._clock(), self._lifetimes, self._names, self._published(configuration)
+        )
+        material = decision.material
+        if material != current:
+            secret["data"] = {
+                **data,
+                **{key: _b64(getattr(material, f)) for f, key in SECRET_KEYS.items()},
+            }
+            self._cluster.replace_secret(namespace, name, secret)
+            log.info(
+                "certificate Secret updated",
+                extra={"event": "certificates-renewed", "secret": name, "reason": decision.reason},
+            )
+        self._write_files(material)
+        return material.bundle
+
+    def _write_files(self, material: Material) -> None:
+        directory = Path(self._settings.cert_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        wanted = [
+            (TLS_KEY, material.tls_key, True),
+            (TLS_CERT, material.tls_cert, False),
+            (CA_CERT, material.bundle, False),
+        ]
+        # Key before certificate: the server keeps its old pair until both match.
+        for filename, content, private in wanted:
+            path = directory / filename
+            try:
+                unchanged = path.read_bytes() == content
+            except OSError:
+                unchanged = False
+            if not unchanged:
+                write_file(path, content, private)
+
+    def _bundle_from_file(self) -> bytes:
+        path = Path(self._settings.ca_file or Path(self._settings.cert_dir) / CA_CERT)
+        try:
+            bundle = path.read_bytes()
+        except OSError as error:
+            raise ControllerError(f"PRG_CA_FILE: cannot read {path}: {error.strerror}") from error
+        if b"BEGIN CERTIFICATE" not in bundle:
+            raise ControllerError(f"PRG_CA_FILE: {path} holds no PEM certificate")
+        return bundle
+
+    # --- registration ---------------------------------------------------------------
+
+    def _register(self, configuration: dict[str, Any] | None, bundle: bytes) -> None:
+        name = self._settings.webhook_configuration
+        if configuration is None:
+            raise ControllerError(
+                f"ValidatingWebhookConfiguration {name} does not exist (the install creates it)"
+            )
+        desired = webhook_entry(self._settings, _b64(bundle))
+        digest = entry_digest(desired)
+        webhooks = configuration.get("webhooks") or []
+        mine = [entry for entry in webhooks if entry.get("name") == WEBHOOK_NAME]
+        annotations = configuration.setdefault("metadata", {}).setdefault("annotations", {})
+        if not mine:
+            host, port = probe_target(desired)
+            why_not = self._probe(host, port, bundle)
+            if why_not:
+                self._say("not registering yet: " + why_not, "registration-waiting")
+                return
+            webhooks.append(desired)
+            event = "webhook entry registered"
+        elif annotations.get(DIGEST_ANNOTATION) != digest:
+            webhooks[webhooks.index(mine[0])] = desired
+            event = "webhook entry updated to the settings"
+        elif mine[0].get("clientConfig", {}).get("caBundle") != desired["clientConfig"]["caBundle"]:
+            mine[0].setdefault("clientConfig", {})["caBundle"] = desired["clientConfig"]["caBundle"]
+            event = "caBundle updated"
+        else:
+            return
+        annotations[DIGEST_ANNOTATION] = digest
+        configuration["webhooks"] = webhooks
+        self._cluster.replace_webhook_configuration(name, configuration)
+        self._last_reason = ""
+        log.info(event, extra={"event": "webhook-registered", "configuration": name})
+
+    def _say(self, reason: str, event: str) -> None:
+        # A waiting controller repeats itself every sync: log a reason once.
+        if reason != self._last_reason:
+            log.warning(reason, extra={"event": event})
+        self._last_reason = reason
+
+    # --- the loop -------------------------------------------------------------------
+
+    def sync(self, register: bool = True) -> None:
+        """One pass. Raises ControllerError or Conflict; the caller tries again later."""
+        name = self._settings.webhook_configuration
+        configuration = self._cluster.read_webhook_configuration(name) if name else None
+        if self._settings.cert_secret:
+            bundle = self._sync_secret(configuration)
+        else:
+            bundle = self._bundle_from_file()
+        if register and name:
+            self._register(configuration, bundle)
+
+    def run(self, stop: threading.Event, transport: tuple[type[BaseException], ...]) -> None:
+        errors: tuple[type[BaseException], ...] = (ControllerError, *transport)
+        while not stop.is_set():
+            try:
+                self.sync()
+            except Conflict:
+                pass  # another replica wrote first: read again next time
+            except errors as error:
+                self._say(f"sync failed: {error}", "controller-error")
+            stop.wait(self._settings.sync_seconds)
+
+
+def sync_until_certificates(
+    controller: Controller, transport: tuple[type[BaseException], ...], deadline: float
+) -> str:
+    """``--once``: sync certificates (no registration) until it works or ``deadline``
+    (monotonic); "" on success, else the last error."""
+    errors: tuple[type[BaseException], ...] = (ControllerError, *transport)
+    last = ""
+    while True:
+        try:
+            controller.sync(register=False)
+            return ""
+        except Conflict:
+            last = "the Secret kept changing under us"
+        except errors as error:
+            last = str(error)
+        if time.monotonic() >= deadline:
+            return last
+        time.sleep(1.0)
