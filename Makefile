@@ -197,9 +197,9 @@ e2e-kind: install ## the end-to-end suite against the deployed webhook in the cu
 	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster $(PY) -m pytest -p no:cacheprovider tests/e2e
 
 .PHONY: helm-kind
-helm-kind: install ## the Helm chart in the current kube context: replaces the kustomize install; install, upgrade, break glass, uninstall
+helm-kind: install ## the Helm chart with the image $(IMAGE) in the current kube context: replaces the kustomize install; install, upgrade, break glass, uninstall
 	hack/tools/build.sh helm >/dev/null
-	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster HELM_E2E=1 HELM_E2E_CLIENT_CA=$(CLIENT_CA) $(PY) -m pytest -p no:cacheprovider tests/helm
+	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster HELM_E2E=1 HELM_E2E_IMAGE=$(IMAGE) HELM_E2E_CLIENT_CA=$(CLIENT_CA) $(PY) -m pytest -p no:cacheprovider tests/helm
 
 .PHONY: kind-test
 kind-test: install ## the whole kind flow: kind-up image kind-load deploy e2e-kind helm-kind, then kind-down
