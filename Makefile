@@ -50,17 +50,35 @@ certs: install ## generate a dev CA and serving certificate in $(CERT_DIR)/
 	$(PY) -m webhook certs --out $(CERT_DIR) --service pod-replace-guard --namespace $(NAMESPACE)
 
 .PHONY: lint
-lint: install ## ruff and mypy --strict
+lint: install ## ruff, mypy --strict, and actionlint on the GitHub workflows
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@$(MAKE) --no-print-directory actionlint
+
+# Every workflow file. actionlint runs shellcheck on `run:` scripts only where shellcheck
+# is on PATH; it is not required.
+WORKFLOWS := $(sort $(wildcard .github/workflows/*.yml .github/workflows/*.yaml))
+
+.PHONY: actionlint
+actionlint: ## actionlint on .github/workflows (built from Go modules by hack/tools/build.sh, cached)
+	@# Built once (seconds), a warm run only finds the file. In CI a missing Go toolchain
+	@# fails here; elsewhere, with neither Go nor a cached binary, it skips, saying so.
+	@if [ "$${CI:-}" != "true" ] && ! command -v go >/dev/null \
+	    && ! hack/tools/build.sh actionlint >/dev/null 2>&1; then \
+	  echo "SKIPPING actionlint: not built and no Go to build it (hack/tools/build.sh actionlint)"; \
+	else \
+	  bin=$$(hack/tools/build.sh actionlint); \
+	  echo "actionlint $(WORKFLOWS)"; \
+	  "$$bin/actionlint" $(WORKFLOWS); \
+	fi
 
 .PHONY: controlplane
 controlplane: ## build kube-apiserver, etcd and kubectl from Go modules (cached outside the clone)
 	K8S_VERSION=$(K8S_VERSION) tests/e2e/controlplane/build.sh
 
 .PHONY: tools
-tools: ## build helm and promtool from Go modules (cached outside the clone)
+tools: ## build helm, promtool and actionlint from Go modules (cached outside the clone)
 	hack/tools/build.sh
 
 .PHONY: test
@@ -68,7 +86,8 @@ test: install ## everything: lint, unit, HTTP, real processes, the chart, the re
 	@# Each step is a stage of .ci/run's closing table (hack/stage.sh). The Go-built
 	@# kube-apiserver/etcd/kubectl, helm and promtool are built (or found cached) first,
 	@# outside pytest's per-test timeout. In CI a missing Go toolchain fails here;
-	@# elsewhere the tests that need them skip with the reason printed.
+	@# elsewhere the tests that need them skip with the reason printed. actionlint (seconds
+	@# to build) is built by the lint stage itself (make actionlint), so is warm by then.
 	@hack/stage.sh lint $(MAKE) --no-print-directory lint
 	@if [ "$${CI:-}" = "true" ] || command -v go >/dev/null; then \
 	  hack/stage.sh "build: control plane (default version)" \
@@ -178,9 +197,9 @@ e2e-kind: install ## the end-to-end suite against the deployed webhook in the cu
 	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster $(PY) -m pytest -p no:cacheprovider tests/e2e
 
 .PHONY: helm-kind
-helm-kind: install ## the Helm chart in the current kube context: replaces the kustomize install; install, upgrade, break glass, uninstall
+helm-kind: install ## the Helm chart with the image $(IMAGE) in the current kube context: replaces the kustomize install; install, upgrade, break glass, uninstall
 	hack/tools/build.sh helm >/dev/null
-	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster HELM_E2E=1 HELM_E2E_CLIENT_CA=$(CLIENT_CA) $(PY) -m pytest -p no:cacheprovider tests/helm
+	PATH="$(KIND_TOOLS)" E2E_TARGET=cluster HELM_E2E=1 HELM_E2E_IMAGE=$(IMAGE) HELM_E2E_CLIENT_CA=$(CLIENT_CA) $(PY) -m pytest -p no:cacheprovider tests/helm
 
 .PHONY: kind-test
 kind-test: install ## the whole kind flow: kind-up image kind-load deploy e2e-kind helm-kind, then kind-down

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds helm and promtool from Go modules (the versions pinned in hack/tools/*/go.mod)
-# and caches them outside the clone, keyed by version, like tests/e2e/controlplane/build.sh.
-# Prints the bin directory holding both.
+# Builds helm, promtool and actionlint from Go modules (the versions pinned in
+# hack/tools/*/go.mod) and caches them outside the clone, keyed by version, like
+# tests/e2e/controlplane/build.sh. Prints the bin directory holding them.
 #
-#   hack/tools/build.sh            # both
-#   hack/tools/build.sh helm       # one of them
+#   hack/tools/build.sh            # all three
+#   hack/tools/build.sh helm       # some of them
 #
-# Cold builds take minutes on 2 cores; a warm run only checks that the files are there.
+# Cold builds take minutes on 2 cores (actionlint about 10 seconds); a warm run only
+# checks that the files are there.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +23,7 @@ prometheus_module=$(pinned promtool github.com/prometheus/prometheus)
 minor=${prometheus_module#v0.}
 minor=${minor%%.*}
 promtool_version=v3.$((minor - 300)).${prometheus_module##*.}
+actionlint_version=$(pinned actionlint github.com/rhysd/actionlint)
 
 build() {
   local tool=$1 version=$2 pkg=$3 ldflags=$4 target start
@@ -39,7 +41,7 @@ build() {
 }
 
 tools=("$@")
-((${#tools[@]})) || tools=(helm promtool)
+((${#tools[@]})) || tools=(helm promtool actionlint)
 for tool in "${tools[@]}"; do
   case $tool in
     helm)
@@ -56,7 +58,11 @@ for tool in "${tools[@]}"; do
     promtool)
       build promtool "$promtool_version" github.com/prometheus/prometheus/cmd/promtool \
         "-X github.com/prometheus/common/version.Version=${promtool_version#v} -X github.com/prometheus/common/version.Branch=HEAD" ;;
-    *) echo "hack/tools/build.sh: unknown tool $tool (helm, promtool)" >&2; exit 2 ;;
+    actionlint)
+      # As actionlint's release builds: `actionlint -version` prints the tag.
+      build actionlint "$actionlint_version" github.com/rhysd/actionlint/cmd/actionlint \
+        "-X github.com/rhysd/actionlint.version=$actionlint_version" ;;
+    *) echo "hack/tools/build.sh: unknown tool $tool (helm, promtool, actionlint)" >&2; exit 2 ;;
   esac
 done
 echo "$out"

@@ -21,7 +21,15 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.charts.tools import CHART, MONITORING, REPO, run
+from tests.charts.tools import (
+    CHART,
+    MONITORING,
+    PUBLISHED_IMAGE,
+    REPO,
+    image_values,
+    project_version,
+    run,
+)
 from tests.deploy.test_manifests import find_kubectl, render
 from webhook.settings import describe, load_settings
 
@@ -116,7 +124,7 @@ def check_defaults(docs: list[Doc]) -> None:
         "ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget",
         "ValidatingWebhookConfiguration", "Secret",
     }  # fmt: skip
-    assert container(docs)["image"] == "pod-replace-guard:0.1.0"
+    assert container(docs)["image"] == f"{PUBLISHED_IMAGE}:{project_version()}"
     assert webhook_entry(docs)["failurePolicy"] == "Fail"
 
 
@@ -571,6 +579,21 @@ def test_tls_min_version_number_in_values_file(helm: str, tmp_path: Path) -> Non
     assert env["PRG_TLS_MIN_VERSION"] == "1.3"
 
 
+@pytest.mark.parametrize(
+    ("image", "rendered"),
+    [
+        ("pod-replace-guard:dev", "pod-replace-guard:dev"),
+        ("localhost:5000/team/prg:1.2", "localhost:5000/team/prg:1.2"),
+        ("localhost:5000/prg", "localhost:5000/prg:latest"),
+        ("registry.example/prg@sha256:" + "b" * 64, "registry.example/prg@sha256:" + "b" * 64),
+    ],
+)
+def test_kind_flow_installs_the_image_it_built(helm: str, image: str, rendered: str) -> None:
+    """make helm-kind's --set flags (image_values) run exactly $(IMAGE), not the default
+    (published) repository: the offline kind cluster has only the image it loaded."""
+    assert container(helm_template_args(helm, *image_values(image)))["image"] == rendered
+
+
 @pytest.mark.parametrize("duration", ["2160h0m0s", "2160h", "1h30m", "1.5h", "90m"])
 def test_cert_manager_go_durations(helm: str, duration: str) -> None:
     """As cert-manager prints them (2160h0m0s) or as people write them; quoted strings."""
@@ -700,9 +723,10 @@ def normalise_kustomize(doc: Doc) -> Doc:
         ref = pod["containers"][0]["envFrom"][0]["configMapRef"]
         assert HASHED_CONFIGMAP.match(ref["name"])
         ref["name"] = "pod-replace-guard"
-        # The image: deploy/ says pod-replace-guard:dev, the chart its appVersion.
+        # The image: deploy/ says pod-replace-guard:dev, the chart the published image at
+        # its appVersion.
         assert pod["containers"][0]["image"] == "pod-replace-guard:dev"
-        pod["containers"][0]["image"] = "pod-replace-guard:0.1.0"
+        pod["containers"][0]["image"] = f"{PUBLISHED_IMAGE}:{project_version()}"
     return doc
 
 

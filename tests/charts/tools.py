@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "pod-replace-guard"
 MONITORING = REPO / "deploy" / "monitoring"
+# The image the release workflow publishes (.github/workflows/release.yml), the chart's
+# default repository; its default tag is the project's version (pyproject.toml).
+PUBLISHED_IMAGE = "ghcr.io/pod-replace-guard/pod-replace-guard"
+
+
+def project_version() -> str:
+    """pyproject.toml's [project] version: the one version source (docs/release.md)."""
+    with (REPO / "pyproject.toml").open("rb") as handle:
+        return str(tomllib.load(handle)["project"]["version"])
 
 
 def tool_path(name: str) -> str:
@@ -38,3 +48,19 @@ def tool_path(name: str) -> str:
 
 def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def image_values(image: str) -> list[str]:
+    """The --set flags that make the chart run `image` (name:tag or name@sha256:...).
+
+    The chart's default repository is the published one (ghcr.io); the kind flow installs
+    the image it built and loaded (make helm-kind passes $(IMAGE) as HELM_E2E_IMAGE).
+    """
+    if "@" in image:
+        repository, digest = image.split("@", 1)
+        return ["--set", f"image.repository={repository}", "--set", f"image.digest={digest}"]
+    repository, tag = image, "latest"
+    name = image.rsplit("/", 1)[-1]
+    if ":" in name:
+        repository, tag = image.rsplit(":", 1)
+    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]

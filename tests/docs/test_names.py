@@ -57,6 +57,7 @@ OTHER_TOOLS_FLAGS = frozenset(
         "--net",  # unshare
         "--no-index",  # pip
         "--no-unpack",  # kind / skopeo
+        "--owner",  # gh attestation verify
     }
 )
 
@@ -264,6 +265,10 @@ def flag_problems(doc: str, text: str) -> list[str]:
     for code in code_of(text):
         for command in WEBHOOK_COMMAND.finditer(code):
             sub = command["sub"]
+            if sub.startswith("-"):  # a top-level option: python -m webhook --version
+                if sub not in subcommands[""]:
+                    problems.append(f"{doc}: {sub}")
+                continue
             if sub not in subcommands:
                 problems.append(f"{doc}: no subcommand {sub!r}")
                 continue
@@ -294,6 +299,12 @@ def test_a_renamed_flag_is_caught() -> None:
     ]
     assert flag_problems("README.md", "`python -m webhook chek --old a`") == [
         "README.md: no subcommand 'chek'"
+    ]
+    # the top-level options, in place of a subcommand
+    assert flag_problems("README.md", "`python -m webhook --version`") == []
+    assert flag_problems("README.md", "`python -m webhook --versions`") == [
+        "README.md: --versions",
+        "README.md: --versions",
     ]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.charts.tools import CHART, REPO, tool_path
+from tests.charts.tools import CHART, REPO, image_values, tool_path
 from tests.e2e.cluster import ControlPlane, existing_cluster
 from tests.e2e.conftest import (
     WEBHOOK_NAMESPACE,
@@ -151,7 +151,9 @@ def test_install(plane: ControlPlane, helm: Helm) -> None:
         "pod-security.kubernetes.io/enforce=restricted",
         "pod-security.kubernetes.io/warn=restricted",
     )  # fmt: skip
-    args = ["--set", "image.tag=dev"]
+    # The image the kind flow built and loaded (make helm-kind), not the chart's default
+    # (the published one, which an offline cluster cannot pull).
+    args = image_values(os.environ.get("HELM_E2E_IMAGE") or "pod-replace-guard:dev")
     client_ca = os.environ.get("HELM_E2E_CLIENT_CA")
     if client_ca:  # the kind cluster's API server presents a client certificate
         args += [
