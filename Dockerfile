@@ -1,7 +1,8 @@
 # pod-replace-guard: the admission webhook image (make image).
 #
 # Two stages: the build stage installs the package and its serving dependencies
-# (no dev extra, and no kubernetes client: only `check --live` needs it, the `live` extra) into a virtual environment; the final stage is the same slim Python
+# with the `live` extra (the kubernetes client, for the `controller` container; no dev
+# extra) into a virtual environment; the final stage is the same slim Python
 # with only that environment copied in, running as an unprivileged numeric user.
 # The entry point is the console script in exec form: no shell is used at run time.
 # `serve` runs gunicorn in-process with the committed configuration
@@ -35,10 +36,10 @@ COPY webhook ./webhook
 # because the root filesystem is read-only at run time. pip itself is not needed
 # after this, so it is removed from the environment. The last lines check, outside the
 # source tree, that the installed package and its console script work.
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[live]" \
  && python3 -m pip uninstall --yes pip \
  && cd / \
- && python3 -c "import webhook.cli, webhook.app, webhook.gunicorn_app, webhook.tls, webhook.serving.worker" \
+ && python3 -c "import webhook.cli, webhook.app, webhook.gunicorn_app, webhook.tls, webhook.serving.worker, webhook.controller, kubernetes.client" \
  && pod-replace-guard --help >/dev/null
 
 FROM ${PYTHON_IMAGE}

@@ -173,7 +173,7 @@ image: ## build the webhook image $(IMAGE) (from $(PYTHON_IMAGE), or offline fro
 	if [ "$$base" = offline ]; then \
 	  hack/kind/host.sh; \
 	  base=$$(hack/kind/rootfs.sh python); \
-	  ls wheelhouse/*.whl >/dev/null 2>&1 || PYTHON=$(PYTHON) hack/wheelhouse.sh; \
+	  ls wheelhouse/kubernetes-*.whl >/dev/null 2>&1 || PYTHON=$(PYTHON) hack/wheelhouse.sh; \
 	  set -x; DOCKER_BUILDKIT=0 docker build -q -t $(IMAGE) --build-arg PYTHON_IMAGE=$$base --build-arg PIP_NO_INDEX=1 .; \
 	else \
 	  set -x; docker build -t $(IMAGE) --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) .; \
@@ -184,7 +184,7 @@ kind-load: ## load $(IMAGE) into the kind cluster's nodes
 	PATH="$(KIND_TOOLS)" kind load docker-image $(IMAGE) --name $(CLUSTER)
 
 .PHONY: deploy
-deploy: install ## install into the current kube context (certs generated, caBundle injected)
+deploy: install ## install into the current kube context (the controller makes the certificates and registers the webhook once a replica answers)
 	PATH="$(KIND_TOOLS)" PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) CLIENT_CA=$(CLIENT_CA) NETWORK_POLICY_CIDRS=$(NETWORK_POLICY_CIDRS) JUDGE_SUBRESOURCES=$(JUDGE_SUBRESOURCES) deploy/install.sh
 
 .PHONY: undeploy

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Removes pod-replace-guard from the current kube context (either flow): the webhook
 # configuration first, so no pod update waits on a webhook that is going away, then
-# the namespace with everything in it (Deployment, Secret, cert-manager Issuers and
-# Certificates). The CA in .deploy-certs is kept for the next install; delete that
-# directory yourself to drop it.
+# the cluster-scoped RBAC objects, then the namespace with everything in it
+# (Deployment, the certificate Secret, cert-manager Issuers and Certificates).
 #
 #   NAMESPACE=pod-replace-guard deploy/uninstall.sh
 set -euo pipefail
@@ -15,6 +14,9 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 say "webhook configuration pod-replace-guard (pod updates are no longer judged)"
 "$KUBECTL" delete validatingwebhookconfiguration pod-replace-guard --ignore-not-found
+say "cluster role and binding pod-replace-guard-webhook-configuration"
+"$KUBECTL" delete clusterrolebinding pod-replace-guard-webhook-configuration --ignore-not-found
+"$KUBECTL" delete clusterrole pod-replace-guard-webhook-configuration --ignore-not-found
 say "namespace $NAMESPACE"
 "$KUBECTL" delete namespace "$NAMESPACE" --ignore-not-found --wait=true --timeout=180s
 say "done"

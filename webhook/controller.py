@@ -39,8 +39,14 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from webhook.certs import CA_CERT, TLS_CERT, TLS_KEY, serving_names, write_file
-from webhook.registration import DIGEST_ANNOTATION, WEBHOOK_NAME, entry_digest, webhook_entry
-from webhook.rotation import Lifetimes, Material, plan
+from webhook.registration import (
+    DIGEST_ANNOTATION,
+    STARTED_ANNOTATION,
+    WEBHOOK_NAME,
+    entry_digest,
+    webhook_entry,
+)
+from webhook.rotation import Lifetimes, Material, plan, safe_to_serve
 from webhook.settings import Settings, duration_seconds
 
 log = logging.getLogger("pod_replace_guard.controller")
@@ -156,6 +162,7 @@ class Controller:
         cluster: Cluster,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         probe: Callable[[str, int, bytes], str] = serves_trusted_certificate,
+        started: float | None = None,
     ) -> None:
         self._settings = settings
         self._cluster = cluster
@@ -167,6 +174,8 @@ class Controller:
         )
         self._names = serving_names(settings.service, settings.namespace, [])
         self._last_reason = ""
+        # When this controller started (wall clock, shared by the replicas' nodes).
+        self._started = started if started is not None else time.time()
 
     # --- certificates ---------------------------------------------------------------
 
@@ -181,7 +190,7 @@ class Controller:
                     return b""
         return None
 
-    def _sync_secret(self, configuration: dict[str, Any] | None) -> bytes:
+    def _sync_secret(self, configuration: dict[str, Any] | None) -> Material:
         namespace, name = self._settings.namespace, self._settings.cert_secret
         secret = self._cluster.read_secret(namespace, name)
         if secret is None:
@@ -208,8 +217,7 @@ class Controller:
                 "certificate Secret updated",
                 extra={"event": "certificates-renewed", "secret": name, "reason": decision.reason},
             )
-        self._write_files(material)
-        return material.bundle
+        return material
 
     def _write_files(self, material: Material) -> None:
         directory = Path(self._settings.cert_dir)
@@ -241,7 +249,8 @@ class Controller:
 
     # --- registration ---------------------------------------------------------------
 
-    def _register(self, configuration: dict[str, Any] | None, bundle: bytes) -> None:
+    def _register(self, configuration: dict[str, Any] | None, bundle: bytes) -> bytes | None:
+        """Register or update the entry; the bundle it carries afterwards (None: none)."""
         name = self._settings.webhook_configuration
         if configuration is None:
             raise ControllerError(
@@ -252,27 +261,42 @@ class Controller:
         webhooks = configuration.get("webhooks") or []
         mine = [entry for entry in webhooks if entry.get("name") == WEBHOOK_NAME]
         annotations = configuration.setdefault("metadata", {}).setdefault("annotations", {})
+        try:
+            written_by = float(annotations.get(STARTED_ANNOTATION) or 0)
+        except ValueError:
+            written_by = 0.0
         if not mine:
             host, port = probe_target(desired)
             why_not = self._probe(host, port, bundle)
             if why_not:
                 self._say("not registering yet: " + why_not, "registration-waiting")
-                return
+                return None
             webhooks.append(desired)
             event = "webhook entry registered"
-        elif annotations.get(DIGEST_ANNOTATION) != digest:
+        elif annotations.get(DIGEST_ANNOTATION) != digest and self._started >= written_by:
+            # During a rollout, replicas with the old settings still run: only a
+            # controller started no earlier than the entry's writer rewrites it, so the
+            # old ones do not put their entry back.
             webhooks[webhooks.index(mine[0])] = desired
             event = "webhook entry updated to the settings"
         elif mine[0].get("clientConfig", {}).get("caBundle") != desired["clientConfig"]["caBundle"]:
             mine[0].setdefault("clientConfig", {})["caBundle"] = desired["clientConfig"]["caBundle"]
-            event = "caBundle updated"
+            configuration["webhooks"] = webhooks
+            self._cluster.replace_webhook_configuration(name, configuration)
+            log.info(
+                "caBundle updated", extra={"event": "webhook-registered", "configuration": name}
+            )
+            self._last_reason = ""
+            return bundle
         else:
-            return
+            return bundle
         annotations[DIGEST_ANNOTATION] = digest
+        annotations[STARTED_ANNOTATION] = f"{self._started:.3f}"
         configuration["webhooks"] = webhooks
         self._cluster.replace_webhook_configuration(name, configuration)
         self._last_reason = ""
         log.info(event, extra={"event": "webhook-registered", "configuration": name})
+        return bundle
 
     def _say(self, reason: str, event: str) -> None:
         # A waiting controller repeats itself every sync: log a reason once.
@@ -286,12 +310,21 @@ class Controller:
         """One pass. Raises ControllerError or Conflict; the caller tries again later."""
         name = self._settings.webhook_configuration
         configuration = self._cluster.read_webhook_configuration(name) if name else None
-        if self._settings.cert_secret:
-            bundle = self._sync_secret(configuration)
-        else:
-            bundle = self._bundle_from_file()
+        published = self._published(configuration)
+        if not self._settings.cert_secret:
+            if register and name:
+                self._register(configuration, self._bundle_from_file())
+            return
+        material = self._sync_secret(configuration)
         if register and name:
-            self._register(configuration, bundle)
+            published = self._register(configuration, material.bundle)
+        # The bundle goes out before the certificate: a replica serves a certificate only
+        # once the published bundle has trusted its CA for PROPAGATION_GRACE (a Secret
+        # made again from nothing, say, is served only then), or while nothing is
+        # registered (nothing depends on it), or when it serves nothing yet.
+        served = Path(self._settings.cert_dir) / TLS_CERT
+        if not served.exists() or safe_to_serve(material.tls_cert, published, self._clock()):
+            self._write_files(material)
 
     def run(self, stop: threading.Event, transport: tuple[type[BaseException], ...]) -> None:
         errors: tuple[type[BaseException], ...] = (ControllerError, *transport)

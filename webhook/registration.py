@@ -17,11 +17,26 @@ WEBHOOK_NAME: Final = "pods.pod-replace-guard.io"
 # own settings give another digest (an upgrade), so a deliberate edit of the live
 # entry (failurePolicy Ignore to break glass) stays until the settings change.
 DIGEST_ANNOTATION: Final = "pod-replace-guard.io/entry-digest"
+# When the controller that wrote the entry started (Unix time).
+STARTED_ANNOTATION: Final = "pod-replace-guard.io/entry-writer-started"
+
+
+def cel_string(text: str) -> str:
+    """A single-quoted CEL string literal of ``text`` (quote, backslash and control
+    characters escaped), as Kubernetes' own examples write them."""
+    out = []
+    for char in text:
+        if char in "\\'":
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "'" + "".join(out) + "'"
 
 
 def _cel_list(items: tuple[str, ...]) -> str:
-    # JSON string literals are CEL string literals (same quotes and escapes).
-    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+    return "[" + ", ".join(cel_string(item) for item in items) + "]"
 
 
 def webhook_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:

@@ -74,8 +74,10 @@ def _left(cert: x509.Certificate, now: datetime.datetime) -> datetime.timedelta:
 
 
 def _due(cert: x509.Certificate, lifetime: datetime.timedelta, now: datetime.datetime) -> bool:
+    """A third of its life is left, or it lives more than twice as long as configured
+    (the lifetime was shortened: renewing applies it)."""
     full = cert.not_valid_after_utc - cert.not_valid_before_utc - BACKDATE
-    return _left(cert, now) < min(full, lifetime) * RENEW_WHEN_LEFT
+    return full > 2 * lifetime or _left(cert, now) < min(full, lifetime) * RENEW_WHEN_LEFT
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -143,7 +145,11 @@ def plan(
         key, cert = issue_serving_certificate(
             ca_key, ca_cert, names, ["127.0.0.1"], _serving_lifetime(ca_cert, lifetimes, now), now
         )
-        fresh = Material(_pem(ca_cert), key_pem(ca_key), _pem(cert), key_pem(key), _pem(ca_cert))
+        # The CAs the API server trusts now stay in the bundle: the replicas keep serving
+        # their current certificate until this bundle is published (controller.py).
+        kept = [c for c in _certs(published or b"") if _left(c, now) > datetime.timedelta(0)]
+        bundle = b"".join(_pem(c) for c in [ca_cert, *kept])
+        fresh = Material(_pem(ca_cert), key_pem(ca_key), _pem(cert), key_pem(key), bundle)
         return Decision(fresh, "no usable CA in the Secret: made a CA and a serving certificate")
     ca_cert, ca_key = usable
     material, reasons = current, []
@@ -191,6 +197,19 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def safe_to_serve(cert_pem: bytes, published: bytes | None, now: datetime.datetime) -> bool:
+    """The serving certificate may be served now: nothing is registered yet, or the
+    published bundle holds a CA that signed it, published long enough ago."""
+    if published is None:
+        return True
+    certs = _certs(cert_pem)
+    if len(certs) != 1:
+        return False
+    return any(
+        _signed_by(certs[0], ca) and _safe_to_issue(ca, published, now) for ca in _certs(published)
+    )
 
 
 def _safe_to_issue(ca: x509.Certificate, published: bytes | None, now: datetime.datetime) -> bool:

@@ -140,7 +140,8 @@ class CertificateReloader:
         days_left = (self.not_after - self._wall_clock()) / 86400
         if days_left < EXPIRY_WARNING_DAYS:
             log.warning(
-                "the serving certificate expires soon: renew it (make deploy, cert-manager)",
+                "the serving certificate expires soon and was not renewed: see the "
+                "controller's (or cert-manager's) log",
                 extra={"event": "certificate-expiry", "days_left": round(days_left, 2)},
             )
 
@@ -165,8 +166,9 @@ class CertificateReloader:
 
 
 # A warning in the log from this many days before the serving certificate expires (the
-# alert in deploy/monitoring fires at the same point).
-EXPIRY_WARNING_DAYS: Final = 30
+# alert in deploy/monitoring fires at the same point): ten days after the controller
+# (renewing a 90-day certificate with 30 days left) or cert-manager should have.
+EXPIRY_WARNING_DAYS: Final = 20
 
 
 def _certificate_validity(cert_file: Path) -> tuple[int, float, float]:

@@ -9,8 +9,6 @@ verdict on these manifests is the end-to-end suite's (tests/e2e/test_manifests.p
 
 from __future__ import annotations
 
-import base64
-import copy
 import json
 import os
 import re
@@ -35,7 +33,10 @@ TLS_SECRET = "pod-replace-guard-tls"
 WEBHOOK_NAME = "pods.pod-replace-guard.io"
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
-CLUSTER_SCOPED = {"Namespace", "ValidatingWebhookConfiguration"}
+CLUSTER_SCOPED = {
+    "Namespace", "ValidatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding"
+}  # fmt: skip
+CERTIFICATE_SECRET = "pod-replace-guard-certificates"
 
 Doc = dict[str, Any]
 
@@ -92,17 +93,26 @@ def pod_spec(docs: list[Doc]) -> Doc:
 
 
 def container(docs: list[Doc]) -> Doc:
+    """The webhook container (the first; the controller is beside it)."""
     containers = pod_spec(docs)["containers"]
-    assert len(containers) == 1, "the webhook pod has one container"
-    only: Doc = containers[0]
-    return only
+    assert [c["name"] for c in containers] == ["webhook", "controller"]
+    first: Doc = containers[0]
+    return first
+
+
+def all_containers(docs: list[Doc]) -> list[Doc]:
+    spec = pod_spec(docs)
+    return [*spec.get("initContainers", []), *spec["containers"]]
 
 
 def webhook(docs: list[Doc]) -> Doc:
-    hooks = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"]
-    assert len(hooks) == 1
-    hook: Doc = hooks[0]
-    return hook
+    """The entry the controller registers: built from the deployed settings (the
+    manifest itself names no entry)."""
+    from webhook.registration import webhook_entry
+
+    configuration = find(docs, "ValidatingWebhookConfiguration", NAME)
+    assert "webhooks" not in configuration, "the install must create no entry"
+    return webhook_entry(deployed_settings(docs), "")
 
 
 def configmap_settings(docs: list[Doc]) -> dict[str, str]:
@@ -152,8 +162,20 @@ def test_every_resource_is_labelled_and_in_the_webhook_namespace(
 
 
 @pytest.mark.parametrize("flow", FLOWS)
-def test_no_secret_is_rendered(rendered: dict[str, list[Doc]], flow: str) -> None:
-    assert not [doc for doc in rendered[flow] if doc["kind"] == "Secret"]
+def test_the_only_secret_rendered_is_the_empty_certificate_secret(
+    rendered: dict[str, list[Doc]], flow: str
+) -> None:
+    """No key material at render time: the controller fills the Secret in the cluster
+    (deploy/); cert-manager's flow renders none at all."""
+    secrets = [doc for doc in rendered[flow] if doc["kind"] == "Secret"]
+    if flow == "deploy":
+        (secret,) = secrets
+        assert secret["metadata"]["name"] == CERTIFICATE_SECRET
+        assert secret["type"] == "Opaque"
+        assert "data" not in secret
+        assert "stringData" not in secret
+    else:
+        assert secrets == []
 
 
 def test_no_key_material_is_committed_under_deploy() -> None:
@@ -162,12 +184,14 @@ def test_no_key_material_is_committed_under_deploy() -> None:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         assert "PRIVATE KEY" not in text, path
-        assert "BEGIN CERTIFICATE" not in text, path
+        if path.name != "install.sh":  # it checks that CLIENT_CA holds one
+            assert "BEGIN CERTIFICATE" not in text, path
         assert not re.search(r"\bLS0tLS1CRUdJTi", text), f"{path}: base64 PEM"
         if path.suffix in {".yaml", ".yml"}:
             for doc in yaml.safe_load_all(text):
-                if isinstance(doc, dict):
-                    assert doc.get("kind") != "Secret", f"{path} holds a Secret"
+                if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                    assert not doc.get("data"), f"{path} holds a Secret with data"
+                    assert not doc.get("stringData"), f"{path} holds a Secret with data"
 
 
 # --- the Deployment ---------------------------------------------------------------------
@@ -191,7 +215,7 @@ def test_container_is_locked_down(docs: list[Doc]) -> None:
     assert context.get("runAsUser", pod_spec(docs)["securityContext"]["runAsUser"]) != 0
 
 
-def test_no_service_account_token_and_no_host_access(docs: list[Doc]) -> None:
+def test_the_token_reaches_only_the_controller_and_no_host_access(docs: list[Doc]) -> None:
     spec = pod_spec(docs)
     assert find(docs, "ServiceAccount", NAME)["automountServiceAccountToken"] is False
     assert spec["serviceAccountName"] == NAME
@@ -199,7 +223,44 @@ def test_no_service_account_token_and_no_host_access(docs: list[Doc]) -> None:
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         assert not spec.get(key), key
     assert all("hostPath" not in volume for volume in spec["volumes"])
-    assert not [doc for doc in docs if doc["kind"] in {"Role", "ClusterRole", "RoleBinding"}]
+    token_volumes = {
+        v["name"] for v in spec["volumes"]
+        if any("serviceAccountToken" in src for src in v.get("projected", {}).get("sources", []))
+    }  # fmt: skip
+    assert token_volumes == {"kube-api-access"}
+    holders = {
+        c["name"] for c in all_containers(docs)
+        if any(m["name"] in token_volumes for m in c.get("volumeMounts", []))
+    }  # fmt: skip
+    assert holders == {"certificates", "controller"}, "the webhook container holds no token"
+
+
+def test_permissions_are_one_secret_and_one_configuration_by_name(docs: list[Doc]) -> None:
+    """docs/operations.md, "Permissions": exactly these, and nothing that can create."""
+    rules = {
+        (doc["kind"], doc["metadata"]["name"]): doc["rules"]
+        for doc in docs
+        if doc["kind"] in {"Role", "ClusterRole"}
+    }
+    assert rules == {
+        ("Role", "pod-replace-guard-certificates"): [
+            {"apiGroups": [""], "resources": ["secrets"],
+             "resourceNames": [CERTIFICATE_SECRET], "verbs": ["get", "update"]}
+        ],
+        ("ClusterRole", "pod-replace-guard-webhook-configuration"): [
+            {"apiGroups": ["admissionregistration.k8s.io"],
+             "resources": ["validatingwebhookconfigurations"],
+             "resourceNames": [NAME], "verbs": ["get", "update"]}
+        ],
+    }  # fmt: skip
+    for doc in docs:
+        if doc["kind"] in {"RoleBinding", "ClusterRoleBinding"}:
+            assert doc["subjects"] == [
+                {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
+            ]
+    settings = deployed_settings(docs)
+    assert settings.cert_secret == CERTIFICATE_SECRET
+    assert settings.webhook_configuration == NAME
 
 
 def test_resources_are_requested_and_memory_limited(docs: list[Doc]) -> None:
@@ -263,7 +324,8 @@ def test_image_and_arguments(docs: list[Doc]) -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_tls_secret_and_writable_tmp_are_wired(docs: list[Doc]) -> None:
+def test_certificate_files_and_writable_tmp_are_wired(docs: list[Doc]) -> None:
+    """The controller writes the files (in memory) that the webhook reads, read-only."""
     spec = pod_spec(docs)
     main = container(docs)
     volumes = {volume["name"]: volume for volume in spec["volumes"]}
@@ -272,7 +334,16 @@ def test_tls_secret_and_writable_tmp_are_wired(docs: list[Doc]) -> None:
     tls_mount = mounts[settings.cert_dir]
     assert settings.cert_dir == "/etc/pod-replace-guard/tls"
     assert tls_mount["readOnly"] is True
-    assert volumes[tls_mount["name"]]["secret"]["secretName"] == TLS_SECRET
+    assert volumes[tls_mount["name"]]["emptyDir"]["medium"] == "Memory"
+    for writer in (c for c in all_containers(docs) if c["name"] != "webhook"):
+        assert writer["args"][0] == "controller"
+        env = {e["name"]: e["value"] for e in writer["env"]}
+        assert env["PRG_CERT_DIR"] == settings.cert_dir
+        writes = {m["mountPath"]: m for m in writer["volumeMounts"]}[settings.cert_dir]
+        assert writes["name"] == tls_mount["name"]
+        assert not writes.get("readOnly")
+        assert writer["securityContext"] == main["securityContext"]
+        assert writer["image"] == main["image"]
     tmp = mounts["/tmp"]
     assert "emptyDir" in volumes[tmp["name"]]
     assert container_env(docs)["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
@@ -384,7 +455,7 @@ def test_webhook_calls_the_service(docs: list[Doc]) -> None:
     config = webhook(docs)["clientConfig"]
     service = find(docs, "Service", NAME)
     assert "url" not in config
-    assert "caBundle" not in config, "injected at deploy time, never committed"
+    assert config["caBundle"] == "", "the controller fills it in the cluster"
     assert config["service"] == {
         "namespace": service["metadata"]["namespace"],
         "name": service["metadata"]["name"],
@@ -398,17 +469,29 @@ def test_webhook_calls_the_service(docs: list[Doc]) -> None:
 
 def test_cert_manager_overlay_issues_the_mounted_secret(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["deploy/overlays/cert-manager"]
-    configuration = find(docs, "ValidatingWebhookConfiguration", NAME)
-    annotations = configuration["metadata"]["annotations"]
-    reference = annotations["cert-manager.io/inject-ca-from"]
-    # The overlay adds the certificates and this annotation, nothing else.
-    plain = copy.deepcopy([d for d in docs if d["apiVersion"] != "cert-manager.io/v1"])
-    del find(plain, "ValidatingWebhookConfiguration", NAME)["metadata"]["annotations"]
-    assert plain == rendered["deploy"]
-    namespace, _, name = reference.partition("/")
-    assert namespace == NAMESPACE
-    serving = find(docs, "Certificate", name)
-    assert serving["spec"]["secretName"] == TLS_SECRET
+    # The controller makes no certificates: it reads the mounted Secret's ca.crt.
+    settings = deployed_settings(docs)
+    assert settings.cert_secret == ""
+    assert "initContainers" not in pod_spec(docs)
+    volumes = {volume["name"]: volume for volume in pod_spec(docs)["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == TLS_SECRET
+    for each in pod_spec(docs)["containers"]:
+        mount = {m["mountPath"]: m for m in each["volumeMounts"]}[settings.cert_dir]
+        assert (mount["name"], mount["readOnly"]) == ("tls", True)
+    # Otherwise deploy/'s objects, less the certificate Secret and its Role.
+    kept = [
+        d for d in rendered["deploy"]
+        if d["metadata"]["name"] != CERTIFICATE_SECRET and d["kind"] != "Deployment"
+        and d["kind"] != "ConfigMap"
+    ]  # fmt: skip
+    others = [
+        d for d in docs
+        if d["apiVersion"] != "cert-manager.io/v1" and d["kind"] not in ("Deployment", "ConfigMap")
+    ]  # fmt: skip
+    assert others == kept
+    (serving,) = [
+        d for d in docs if d["kind"] == "Certificate" and d["spec"]["secretName"] == TLS_SECRET
+    ]
     service = webhook(docs)["clientConfig"]["service"]
     assert f"{service['name']}.{service['namespace']}.svc" in serving["spec"]["dnsNames"]
     assert "server auth" in serving["spec"]["usages"]
@@ -441,10 +524,12 @@ InstallRender = Callable[..., tuple[list[Doc], Path]]
 
 @pytest.fixture
 def install_render(kubectl: str, tmp_path: Path) -> InstallRender:
-    """Run ``deploy/install.sh --render`` with extra environment; its objects and CERT_DIR."""
+    """Run ``deploy/install.sh --render`` with extra environment, in a copy of the
+    environment whose TMPDIR is tmp_path; its objects and TMPDIR (empty afterwards)."""
 
     def run(**env: str) -> tuple[list[Doc], Path]:
-        cert_dir = tmp_path / "certs"
+        scratch = tmp_path / "tmp"
+        scratch.mkdir(exist_ok=True)
         result = subprocess.run(
             [str(DEPLOY / "install.sh"), "--render"],
             capture_output=True,
@@ -453,31 +538,33 @@ def install_render(kubectl: str, tmp_path: Path) -> InstallRender:
             timeout=120,
             env={
                 **os.environ,
-                "PYTHON": sys.executable,
                 "KUBECTL": kubectl,
-                "CERT_DIR": str(cert_dir),
+                "TMPDIR": str(scratch),
                 "NAMESPACE": NAMESPACE,
                 "IMAGE": "pod-replace-guard:dev",
                 **env,
             },
         )
         assert result.returncode == 0, result.stderr
-        return [doc for doc in yaml.safe_load_all(result.stdout) if doc], cert_dir
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc], scratch
 
     return run
 
 
-def test_install_render_injects_the_ca_bundle_and_image(
+def test_install_render_sets_the_image_and_writes_nothing(
     install_render: InstallRender, docs: list[Doc]
 ) -> None:
-    installed, cert_dir = install_render(IMAGE="registry.example:5000/team/prg:1.2.3")
-    config = webhook(installed)["clientConfig"]
-    assert base64.b64decode(config["caBundle"]) == (cert_dir / "ca.crt").read_bytes()
-    assert container(installed)["image"] == "registry.example:5000/team/prg:1.2.3"
-    # Otherwise exactly what `kubectl apply -k deploy/` would install.
-    del config["caBundle"]
-    container(installed)["image"] = container(docs)["image"]
+    before = sorted(p.relative_to(REPO) for p in REPO.rglob("*") if ".git" not in p.parts)
+    installed, scratch = install_render(IMAGE="registry.example:5000/team/prg:1.2.3")
+    for each in all_containers(installed):
+        assert each["image"] == "registry.example:5000/team/prg:1.2.3"
+        each["image"] = container(docs)["image"]
+    # Otherwise exactly what `kubectl apply -k deploy/` would install; no key material,
+    # and nothing left behind, in the tree or in TMPDIR.
     assert installed == docs
+    assert list(scratch.iterdir()) == []
+    after = sorted(p.relative_to(REPO) for p in REPO.rglob("*") if ".git" not in p.parts)
+    assert [p for p in after if p not in before and ".pytest" not in str(p)] == []
 
 
 def test_install_render_moves_everything_to_another_namespace(
@@ -552,7 +639,8 @@ def test_dockerfile_runs_as_non_root_with_runtime_dependencies_only() -> None:
     assert uid.isdigit(), "numeric, so runAsNonRoot can check it"
     assert int(uid) != 0
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
-    assert "pip install --no-cache-dir ." in runs
+    # The live extra: the kubernetes client, for the controller container.
+    assert 'pip install --no-cache-dir ".[live]"' in runs
     assert "[dev]" not in runs
     assert "[test]" not in runs
     assert not [rest for keyword, rest in final if keyword == "RUN"], "no shell in the final stage"
@@ -662,7 +750,10 @@ def test_install_render_with_network_policy_cidrs(install_render: InstallRender)
     selected = policy["spec"]["podSelector"]["matchLabels"]
     pod_labels = find(installed, "Deployment", NAME)["spec"]["template"]["metadata"]["labels"]
     assert selected.items() <= pod_labels.items()
-    admission, health = policy["spec"]["ingress"]
+    admission, health, own = policy["spec"]["ingress"]
+    # The controller's check that the Service answers, from the webhook's own pods.
+    assert own["from"] == [{"podSelector": {"matchLabels": selected}}]
+    assert own["ports"] == [{"port": "https", "protocol": "TCP"}]
     cidrs = {"10.0.0.0/8", "172.18.0.0/16"}
     assert {peer["ipBlock"]["cidr"] for peer in admission["from"]} == cidrs
     assert admission["ports"] == [{"port": "https", "protocol": "TCP"}]
@@ -678,17 +769,16 @@ def test_install_refuses_a_malformed_cidr(install_render: InstallRender) -> None
 
 def test_install_render_judging_subresources(install_render: InstallRender) -> None:
     installed, _ = install_render(JUDGE_SUBRESOURCES="1")
-    webhook = find(installed, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
-    assert webhook["rules"][0]["resources"] == ["pods", "pods/ephemeralcontainers", "pods/resize"]
+    entry = webhook(installed)
+    assert entry["rules"][0]["resources"] == ["pods", "pods/ephemeralcontainers", "pods/resize"]
     settings = deployed_settings(installed)
     assert settings.judged_subresources == ("ephemeralcontainers", "resize")
     # The webhook still never judges status: the API server does not send it either.
-    assert not any("status" in r for r in webhook["rules"][0]["resources"])
+    assert not any("status" in r for r in entry["rules"][0]["resources"])
 
 
 def test_subresources_are_not_judged_by_default(docs: list[Doc]) -> None:
-    webhook = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
-    assert webhook["rules"][0]["resources"] == ["pods"]
+    assert webhook(docs)["rules"][0]["resources"] == ["pods"]
     assert deployed_settings(docs).judged_subresources == ()
 
 
@@ -696,5 +786,4 @@ def test_check_live_knows_the_webhooks_name(docs: list[Doc]) -> None:
     # check --live tells our denials from other webhooks' by this name.
     from webhook.live import WEBHOOK_NAME
 
-    webhook = find(docs, "ValidatingWebhookConfiguration", NAME)["webhooks"][0]
-    assert webhook["name"] == WEBHOOK_NAME
+    assert webhook(docs)["name"] == WEBHOOK_NAME

@@ -58,6 +58,8 @@ OTHER_TOOLS_FLAGS = frozenset(
         "--no-index",  # pip
         "--no-unpack",  # kind / skopeo
         "--owner",  # gh attestation verify
+        "--atomic",  # helm install (Helm 3)
+        "--rollback-on-failure",  # helm install (Helm 4)
     }
 )
 
@@ -78,7 +80,7 @@ EXAMPLE_FILES = frozenset(
     }
 )
 # Directories whose files are generated (make run, make deploy), not tracked.
-GENERATED_DIRS = ("certs/", ".deploy-certs/", ".venv/")
+GENERATED_DIRS = ("certs/", ".venv/")
 
 # ``python -m webhook SUB`` anywhere; the console script only where a command starts (the
 # name is also the namespace's, the release's, the Deployment's).

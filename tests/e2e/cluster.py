@@ -394,9 +394,20 @@ def rendered_manifests(plane: ControlPlane, directory: str = "deploy") -> list[d
 
 
 def webhook_configuration(plane: ControlPlane) -> dict[str, Any]:
-    for doc in rendered_manifests(plane):
+    """deploy/'s ValidatingWebhookConfiguration with the entry its controller registers
+    (built from deploy/'s settings, as webhook/registration.py builds it in the pod)."""
+    from webhook.registration import webhook_entry
+    from webhook.settings import load_settings
+
+    docs = rendered_manifests(plane)
+    settings_map = next(
+        d for d in docs if d.get("kind") == "ConfigMap" and "PRG_MODE" in (d.get("data") or {})
+    )
+    settings = load_settings(environ=settings_map["data"])
+    for doc in docs:
         if doc.get("kind") == "ValidatingWebhookConfiguration":
-            return doc
+            assert "webhooks" not in doc, "deploy/ must create the configuration with no entry"
+            return {**doc, "webhooks": [webhook_entry(settings, "")]}
     raise AssertionError("deploy/ renders no ValidatingWebhookConfiguration")
 
 

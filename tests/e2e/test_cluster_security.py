@@ -3,23 +3,23 @@
 `make kind-test` deploys the webhook with client-certificate authentication (the kind
 cluster's API server presents a certificate through its admission-control kubeconfig,
 hack/kind/admission.sh): every update judged in this suite shows the API server gets
-through, and here a pod without the certificate does not. Then a serving certificate
-that expires while served: the expiry metric said when, the pods turn unready and leave the
-Service, and renewing the Secret in place brings them back without a restart.
+through, and here a pod without the certificate does not. Then the certificates'
+lifetime: the controller renews CAs and serving certificates that live minutes while pod
+updates stream through, and none is refused.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import REPO, ControlPlane
+from tests.e2e.cluster import ControlPlane
 from tests.e2e.conftest import (
     WEBHOOK_NAMESPACE,
     Webhook,
@@ -32,7 +32,6 @@ from tests.e2e.test_enforcement import create_pod
 pytestmark = pytest.mark.real_cluster
 
 DEPLOYMENT = "deployment/pod-replace-guard"
-CERT_DIR = REPO / ".deploy-certs"  # deploy/install.sh's default; its CA signs the caBundle
 
 # Runs in a pod of the cluster: a review sent to the webhook's Service without a client
 # certificate, over TLS on the admission port and in plain HTTP on the health port.
@@ -108,118 +107,102 @@ def test_a_pod_without_the_client_certificate_gets_no_decision(
     assert "health: answered 404" in output, output
 
 
-def _write_serving_certificate(days: float) -> None:
-    subprocess.run(
-        [
-            str(REPO / ".venv" / "bin" / "python"), "-m", "webhook", "certs",
-            "--out", str(CERT_DIR), "--service", "pod-replace-guard",
-            "--namespace", WEBHOOK_NAMESPACE, "--days", str(days),
-        ],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-
-
-def _apply_secret(plane: ControlPlane) -> None:
-    secret = plane.kubectl(
-        "-n", WEBHOOK_NAMESPACE, "create", "secret", "generic", "pod-replace-guard-tls",
-        "--type=kubernetes.io/tls",
-        f"--from-file=tls.crt={CERT_DIR / 'tls.crt'}",
-        f"--from-file=tls.key={CERT_DIR / 'tls.key'}",
-        f"--from-file=ca.crt={CERT_DIR / 'ca.crt'}",
-        "--dry-run=client", "-o", "yaml",
-    ).stdout  # fmt: skip
-    plane.kubectl("apply", "-f", "-", input=secret)
-
-
-def _ready_pods(plane: ControlPlane) -> int:
-    return sum(
-        1
-        for pod in webhook_pods(plane)
-        if not pod["metadata"].get("deletionTimestamp")
-        and any(c.get("ready") for c in pod["status"].get("containerStatuses", []))
-    )
-
-
-def _ready_endpoints(plane: ControlPlane) -> int:
-    result = plane.kubectl(
-        "-n", WEBHOOK_NAMESPACE, "get", "endpointslices",
-        "-l", "kubernetes.io/service-name=pod-replace-guard", "-o", "json",
-    )  # fmt: skip
-    return sum(
-        1
-        for endpoint_slice in json.loads(result.stdout)["items"]
-        for endpoint in endpoint_slice.get("endpoints") or []
-        if endpoint.get("conditions", {}).get("ready")
-    )
-
-
 def _expiry_metric(plane: ControlPlane, pod: str) -> float:
     script = (
         "import urllib.request;"
         "print(urllib.request.urlopen('http://127.0.0.1:8081/metrics').read().decode())"
     )
-    text = plane.kubectl("-n", WEBHOOK_NAMESPACE, "exec", pod, "--", "python3", "-c", script)
+    text = plane.kubectl(
+        "-n", WEBHOOK_NAMESPACE, "exec", pod, "-c", "webhook", "--", "python3", "-c", script
+    )  # fmt: skip
     for line in text.stdout.splitlines():
         if line.startswith("pod_replace_guard_certificate_expiry_timestamp_seconds "):
             return float(line.split()[1])
     raise AssertionError("no certificate expiry metric")
 
 
+LIFETIMES = {"PRG_CA_LIFETIME": "150s", "PRG_CERT_LIFETIME": "60s", "PRG_SYNC_SECONDS": "3"}
+STREAM_SECONDS = 270
+
+
 @pytest.fixture
-def renewed_afterwards(plane: ControlPlane) -> Iterator[None]:
-    assert (CERT_DIR / "ca.key").is_file(), "the CA of make deploy is in .deploy-certs"
+def short_lifetimes(plane: ControlPlane) -> Iterator[None]:
+    """Every container of the webhook's pods with certificate lifetimes of minutes; the
+    controller renews what outlives them (webhook/rotation.py), then keeps renewing."""
+    settings = [f"{key}={value}" for key, value in LIFETIMES.items()]
+    plane.kubectl("-n", WEBHOOK_NAMESPACE, "set", "env", DEPLOYMENT, *settings)
     try:
+        wait_for_rollout(plane)
+        wait_for_enforcement(plane)
         yield
     finally:
-        _write_serving_certificate(365)
-        _apply_secret(plane)
-        deadline = time.monotonic() + 240
-        while _ready_pods(plane) < 2 and time.monotonic() < deadline:
-            time.sleep(2)
+        unset = [f"{key}-" for key in LIFETIMES]
+        plane.kubectl("-n", WEBHOOK_NAMESPACE, "set", "env", DEPLOYMENT, *unset)
+        wait_for_rollout(plane)
         wait_for_enforcement(plane)
 
 
-@pytest.mark.timeout(600)
-def test_an_expiring_certificate_is_seen_and_renewed_in_place(
-    plane: ControlPlane, webhook: Webhook, namespace: str, renewed_afterwards: None
+def _published_serials(plane: ControlPlane) -> set[int]:
+    from cryptography import x509
+
+    result = plane.kubectl(
+        "get", "validatingwebhookconfiguration", "pod-replace-guard",
+        "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    )  # fmt: skip
+    bundle = base64.b64decode(result.stdout)
+    return {ca.serial_number for ca in x509.load_pem_x509_certificates(bundle)}
+
+
+@pytest.mark.timeout(900)
+def test_certificates_rotate_under_a_stream_of_updates(
+    plane: ControlPlane, webhook: Webhook, namespace: str, short_lifetimes: None
 ) -> None:
+    """Several CA and serving-certificate renewals by the controller, with lifetimes of
+    minutes, while pod updates stream through the webhook: none refused, and the
+    expiry metric follows each renewal."""
     create_pod(plane, namespace, "target")
-    lifetime = 75.0
-    _write_serving_certificate(lifetime / 86400)
-    _apply_secret(plane)
-    plane.kubectl("-n", WEBHOOK_NAMESPACE, "rollout", "restart", DEPLOYMENT)
-    wait_for_rollout(plane)
-    wait_for_enforcement(plane)
-    pod = next(p for p in webhook_pods(plane) if not p["metadata"].get("deletionTimestamp"))
-    expires = _expiry_metric(plane, pod["metadata"]["name"])
-    assert 0 < expires - time.time() < lifetime, "the metric names the coming expiry"
+    failures: list[str] = []
+    sent = 0
+    stop = threading.Event()
 
-    # Expired: the readiness probes fail and the Service has no ready endpoint left, so
-    # no new connection reaches the webhook (connections the API server opened while
-    # the certificate was valid carry on: TLS checks validity at the handshake). That
-    # is loud: two unready pods, the metric's alert, a log warning at every load.
-    deadline = expires + 60
-    while _ready_pods(plane) and time.time() < deadline:
-        time.sleep(2)
-    assert _ready_pods(plane) == 0, "pods still ready with an expired certificate"
-    assert _ready_endpoints(plane) == 0, "the Service still offers an expired webhook"
+    def stream() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            sent += 1
+            result = plane.kubectl(
+                "-n", namespace, "label", "pod", "target", f"step={sent}", "--overwrite",
+                check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                failures.append(result.stderr.strip()[-300:])
 
-    # Renewed in place (what re-running `make deploy` does): no restart needed.
-    restarts_before = {
-        p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
-        for p in webhook_pods(plane)
-    }
-    _write_serving_certificate(365)
-    _apply_secret(plane)
-    deadline = time.monotonic() + 240
-    while _ready_pods(plane) < 2 and time.monotonic() < deadline:
-        time.sleep(2)
-    assert _ready_pods(plane) == 2, "ready again once the Secret volume has the new pair"
-    wait_for_enforcement(plane)
-    plane.kubectl("-n", namespace, "label", "pod", "target", "renewed=yes")
-    restarts_after = {
-        p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
-        for p in webhook_pods(plane)
-    }
-    assert restarts_after == restarts_before, "renewed without restarting the pods"
-    assert Path(CERT_DIR / "tls.crt").is_file()
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    cas: set[int] = set()
+    expiries: set[float] = set()
+    deadline = time.monotonic() + STREAM_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            cas |= _published_serials(plane)
+            for pod in webhook_pods(plane):
+                if pod["metadata"].get("deletionTimestamp"):
+                    continue
+                expires = _expiry_metric(plane, pod["metadata"]["name"])
+                assert expires > time.time(), "an expired certificate is served"
+                expiries.add(expires)
+            time.sleep(5)
+    finally:
+        stop.set()
+        thread.join(60)
+    print(
+        f"\nrotation on kind: {sent} updates sent, {len(failures)} refused; "
+        f"{len(cas)} CAs published, {len(expiries)} serving certificates seen in the metric"
+    )
+    assert not failures, failures[:3]
+    assert sent > 100
+    assert len(cas) >= 3, "the CA was not renewed twice"
+    assert len(expiries) >= 4, "the expiry metric did not follow the renewals"
+    logs = plane.kubectl(
+        "-n", WEBHOOK_NAMESPACE, "logs", DEPLOYMENT, "-c", "controller", "--tail=-1"
+    ).stdout
+    assert "PRIVATE KEY" not in logs

@@ -36,9 +36,10 @@ PODS = "prg-controller-pods"
 SECRET = "prg-controller-certificates"
 CONFIGURATION = "prg-controller-test"
 # A CA lives 2 minutes (renewed with 40 s left), a serving certificate 1 minute
-# (renewed with 20 s left): the stream below sees several of each.
+# (renewed with 20 s left): the stream below sees a CA renewal and several certificates
+# (the kind suite runs longer, test_cluster_security.py).
 CA_LIFETIME, CERT_LIFETIME, SYNC_SECONDS = "120s", "60s", "2"
-STREAM_SECONDS = 170
+STREAM_SECONDS = 130
 
 
 def _objects(plane: ControlPlane) -> None:
@@ -234,8 +235,8 @@ def test_registers_only_once_served_and_rotates_under_updates(
           f"{len(cas)} CAs published, {len(servings)} serving certificates served")  # fmt: skip
     assert not failures, failures[:3]
     assert sent > 100
-    assert len(cas) >= 3, "the CA was not renewed twice"
-    assert len(servings) >= 4, "the serving certificate was not renewed"
+    assert len(cas) >= 2, "the CA was not renewed"
+    assert len(servings) >= 3, "the serving certificate was not renewed"
     judged = [d for d in _decisions(server, pod) if d["allowed"]]
     assert len(judged) >= sent // 2, "the server did not judge the stream"
 

@@ -1,7 +1,11 @@
-"""The chart on a real cluster, as an operator uses it: the kustomize install removed,
-`helm install`, the end-to-end smoke through the Service, `helm upgrade` to mode warn
-and `helm rollback` under a loop of pod updates, the break-glass drill of docs/operations.md, and
-`helm uninstall` leaving nothing behind. The tests run in order and share the release.
+"""The installs on a real cluster, as an operator uses them. First the fail-safe cases
+of docs/operations.md for `make deploy` (an upgrade to an image that does not exist, then
+an install of one) and for Helm (an install of one): pod updates elsewhere keep
+succeeding throughout, the install fails with its reason, nothing is left that refuses.
+Then the chart: `helm install`, the end-to-end smoke through the Service, `helm upgrade`
+to mode warn, `helm rollback` and an upgrade to a broken image under a loop of pod
+updates, the break-glass drill, and `helm uninstall` leaving nothing behind. The tests
+run in order and share the release.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tests.e2e.test_disruptions import UpdateLoad, decisions_for
 from tests.e2e.test_enforcement import FINALIZER, create_pod
 
 RELEASE = "pod-replace-guard"
+CERTIFICATES = "pod-replace-guard-certificates"
 VWC = "validatingwebhookconfiguration/pod-replace-guard"
 WEBHOOK_NAME = "pods.pod-replace-guard.io"
 FROZEN_PATCH = json.dumps({"metadata": {"finalizers": [FINALIZER]}})
@@ -139,18 +144,94 @@ def secret_data(plane: ControlPlane, name: str) -> dict[str, str]:
     return data
 
 
-def test_install(plane: ControlPlane, helm: Helm) -> None:
-    """The kustomize install removed; `helm install` into a Pod Security "restricted" namespace."""
-    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "KUBECTL": str(plane.kubectl_path)}
-    subprocess.run([str(REPO / "deploy" / "uninstall.sh")], env=env, check=True, timeout=240)
-    assert configuration(plane) is None
-    # As the chart's NOTES say: the namespace, labelled as deploy/base/namespace.yaml.
-    plane.kubectl("create", "namespace", WEBHOOK_NAMESPACE)
-    plane.kubectl(
-        "label", "namespace", WEBHOOK_NAMESPACE,
-        "pod-security.kubernetes.io/enforce=restricted",
-        "pod-security.kubernetes.io/warn=restricted",
+MISSING_IMAGE = "pod-replace-guard-missing:0.0.0"
+
+
+def registered(plane: ControlPlane) -> bool:
+    config = configuration(plane)
+    return bool(config and config.get("webhooks"))
+
+
+def deploy_script(plane: ControlPlane, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {
+        **os.environ,
+        "KUBECONFIG": str(plane.kubeconfig),
+        "KUBECTL": str(plane.kubectl_path),
+        **env,
+    }
+    return subprocess.run(
+        [str(REPO / "deploy" / script)], env=full, capture_output=True, text=True,
+        timeout=300, check=False,
     )  # fmt: skip
+
+
+def test_make_deploy_of_a_missing_image_over_a_working_install(
+    plane: ControlPlane, namespace: str, pod: str
+) -> None:
+    """An upgrade (deploy/install.sh) to an image that does not exist: the old replicas
+    keep serving (maxUnavailable 0), not one update fails, the script names the reason."""
+    assert registered(plane), "make deploy's install is live"
+    with UpdateLoad(plane, namespace, pod) as load:
+        result = deploy_script(
+            plane, "install.sh", IMAGE=MISSING_IMAGE, ROLLOUT_TIMEOUT="40s",
+            NAMESPACE=WEBHOOK_NAMESPACE,
+        )  # fmt: skip
+    load.report("pod updates during make deploy of a missing image")
+    print(f"\ninstall.sh said: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 1
+    assert "did not become ready" in result.stderr.strip().splitlines()[-1]
+    assert "ErrImagePull" in result.stderr or "ImagePullBackOff" in result.stderr
+    assert load.sent > 20
+    assert not load.failures, load.failures[:3]
+    assert registered(plane)
+
+
+def test_missing_images_install_nothing_that_refuses(
+    plane: ControlPlane, helm: Helm, namespace: str, pod: str
+) -> None:
+    """From nothing, an image that does not exist, with `make deploy` and with
+    `helm install --wait`: each fails with its reason, and pod updates in other
+    namespaces keep succeeding (the entry is registered only once a replica answers)."""
+    removed = deploy_script(plane, "uninstall.sh")
+    assert removed.returncode == 0, removed.stderr
+    assert configuration(plane) is None
+    with UpdateLoad(plane, namespace, pod) as load:
+        result = deploy_script(
+            plane, "install.sh", IMAGE=MISSING_IMAGE, ROLLOUT_TIMEOUT="40s",
+            NAMESPACE=WEBHOOK_NAMESPACE,
+        )  # fmt: skip
+        assert result.returncode == 1
+        print(f"\ninstall.sh said: {result.stderr.strip().splitlines()[-1]}")
+        assert "pod updates are not refused" in result.stderr.strip().splitlines()[-1]
+        assert configuration(plane) is not None
+        assert not registered(plane)
+        assert deploy_script(plane, "uninstall.sh").returncode == 0
+        # As the chart's NOTES say: the namespace, labelled as deploy/base/namespace.yaml.
+        plane.kubectl("create", "namespace", WEBHOOK_NAMESPACE)
+        plane.kubectl(
+            "label", "namespace", WEBHOOK_NAMESPACE,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/warn=restricted",
+        )  # fmt: skip
+        command = [
+            helm.path, "--kubeconfig", str(plane.kubeconfig), "install", RELEASE, str(CHART),
+            "-n", WEBHOOK_NAMESPACE, "--wait", "--timeout", "45s",
+            *image_values(MISSING_IMAGE),
+        ]  # fmt: skip
+        failed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        print(f"helm install said: {failed.stderr.strip()}")
+        assert failed.returncode != 0
+        assert configuration(plane) is not None
+        assert not registered(plane)
+        helm("uninstall", RELEASE, "-n", WEBHOOK_NAMESPACE, "--wait", "--timeout", "120s")
+        assert configuration(plane) is None
+    load.report("pod updates during the installs of a missing image")
+    assert load.sent > 20
+    assert not load.failures, load.failures[:3]
+
+
+def test_install(plane: ControlPlane, helm: Helm) -> None:
+    """`helm install` into a Pod Security "restricted" namespace."""
     # The image the kind flow built and loaded (make helm-kind), not the chart's default
     # (the published one, which an offline cluster cannot pull).
     args = image_values(os.environ.get("HELM_E2E_IMAGE") or "pod-replace-guard:dev")
@@ -178,11 +259,12 @@ def test_install(plane: ControlPlane, helm: Helm) -> None:
     wait_for_rollout(plane)
     status = json.loads(helm("status", RELEASE, "-n", WEBHOOK_NAMESPACE, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
+    until(lambda: registered(plane), "the controller to register the webhook entry", 60)
     config = configuration(plane)
     assert config is not None
     ca_bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
     assert base64.b64decode(ca_bundle) == base64.b64decode(
-        secret_data(plane, "pod-replace-guard-tls")["ca.crt"]
+        secret_data(plane, CERTIFICATES)["ca-bundle.crt"]
     )
 
 
@@ -222,8 +304,7 @@ def test_smoke(plane: ControlPlane, namespace: str, pod: str) -> None:
 def test_upgrade_to_warn(plane: ControlPlane, helm: Helm, namespace: str, pod: str) -> None:
     """mode enforce -> warn rolls the pods; not one pod update fails meanwhile."""
     pods_before = {pod["metadata"]["name"] for pod in webhook_pods(plane)}
-    serving_before = secret_data(plane, "pod-replace-guard-tls")
-    ca_before = secret_data(plane, "pod-replace-guard-ca")
+    certificates_before = secret_data(plane, CERTIFICATES)
     started = time.monotonic()
     with UpdateLoad(plane, namespace, pod) as load:
         helm(
@@ -246,11 +327,8 @@ def test_upgrade_to_warn(plane: ControlPlane, helm: Helm, namespace: str, pod: s
     warned = add_finalizer(plane, namespace, pod)
     assert warned.returncode == 0, warned.stderr
     assert "Warning:" in warned.stderr
-    # Certificate rotation: a new serving certificate from the same CA.
-    serving_after = secret_data(plane, "pod-replace-guard-tls")
-    assert serving_after["tls.crt"] != serving_before["tls.crt"]
-    assert serving_after["ca.crt"] == serving_before["ca.crt"]
-    assert secret_data(plane, "pod-replace-guard-ca") == ca_before
+    # An upgrade makes no key material: the certificates the controller keeps stay.
+    assert secret_data(plane, CERTIFICATES) == certificates_before
 
 
 def test_rollback(plane: ControlPlane, helm: Helm, namespace: str, pod: str) -> None:
@@ -270,6 +348,35 @@ def test_rollback(plane: ControlPlane, helm: Helm, namespace: str, pod: str) -> 
     )
     assert denied.returncode != 0
     assert f'admission webhook "{WEBHOOK_NAME}" denied the request' in denied.stderr
+
+
+def test_upgrade_to_a_broken_image(
+    plane: ControlPlane, helm: Helm, namespace: str, pod: str
+) -> None:
+    """`helm upgrade` to an image that does not exist: it fails, the old replicas keep
+    judging, not one update fails; `helm rollback` puts the working revision back."""
+    with UpdateLoad(plane, namespace, pod) as load:
+        command = [
+            helm.path, "--kubeconfig", str(plane.kubeconfig), "upgrade", RELEASE, str(CHART),
+            "-n", WEBHOOK_NAMESPACE, "--reuse-values", "--wait", "--timeout", "45s",
+            *image_values(MISSING_IMAGE),
+        ]  # fmt: skip
+        failed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        before = decisions_for(plane, namespace, pod)
+        time.sleep(5)
+        still_judged = decisions_for(plane, namespace, pod) > before
+    load.report("pod updates during helm upgrade to a missing image")
+    print(f"helm upgrade said: {failed.stderr.strip()}")
+    assert failed.returncode != 0
+    assert still_judged, "the old replicas stopped judging"
+    assert load.sent > 20
+    assert not load.failures, load.failures[:3]
+    assert registered(plane)
+    with UpdateLoad(plane, namespace, pod) as load:
+        helm("rollback", RELEASE, "-n", WEBHOOK_NAMESPACE, "--wait", "--timeout", "240s")
+        wait_for_rollout(plane)
+    load.report("pod updates during helm rollback from the broken image")
+    assert not load.failures, load.failures[:3]
 
 
 def test_break_glass(plane: ControlPlane, helm: Helm, namespace: str, pod: str) -> None:
@@ -324,6 +431,8 @@ def test_break_glass(plane: ControlPlane, helm: Helm, namespace: str, pod: str) 
         for doc in BREAK_GLASS:
             kind, name = doc["kind"].lower(), doc["metadata"]["name"]
             plane.kubectl("delete", kind, name, "--ignore-not-found")
+    # The configuration came back empty; the controller registered the entry again.
+    until(lambda: registered(plane), "the entry registered again", 60)
     config = configuration(plane)
     assert config is not None
     assert config["webhooks"][0]["failurePolicy"] == "Fail"

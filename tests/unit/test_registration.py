@@ -40,8 +40,8 @@ def test_the_entry_follows_the_settings() -> None:
     assert selector["matchLabels"] == {"guarded": "yes"}
     assert selector["matchExpressions"][0]["values"] == ["kube-system", "kube-node-lease", "guard"]
     users, groups = (c["expression"] for c in entry["matchConditions"])
-    assert '"o\'brien"' in users
-    assert '"ops\\"team"' in groups
+    assert "['alice', 'o\\'brien']" in users
+    assert "['ops\"team']" in groups
 
 
 def test_no_exemptions_means_no_match_conditions_and_a_url_replaces_the_service() -> None:
@@ -90,6 +90,7 @@ def _controller(
     cluster: MemoryCluster,
     answer: list[str],
     now: list[datetime.datetime],
+    started: float = 0.0,
     **env: str,
 ) -> Controller:
     settings = load_settings(
@@ -102,7 +103,9 @@ def _controller(
             **env,
         }
     )
-    return Controller(settings, cluster, clock=lambda: now[0], probe=lambda h, p, b: answer[0])
+    return Controller(
+        settings, cluster, clock=lambda: now[0], probe=lambda h, p, b: answer[0], started=started
+    )
 
 
 def _entries(cluster: MemoryCluster) -> list[dict[str, Any]]:
@@ -195,3 +198,89 @@ def test_no_key_material_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptu
     text = json.dumps([r.__dict__ for r in caplog.records], default=str)
     assert "PRIVATE KEY" not in text
     assert "BEGIN CERTIFICATE" not in text
+
+
+def test_a_wiped_secret_keeps_serving_the_old_certificate_until_the_new_ca_is_published(
+    tmp_path: Path,
+) -> None:
+    from cryptography import x509
+
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now)
+    controller.sync()
+    old_cert = (tmp_path / "certs" / "tls.crt").read_bytes()
+    assert cluster.secret is not None
+    cluster.secret["data"] = {}  # an operator (or a restore) empties the Secret
+    now[0] += datetime.timedelta(seconds=5)
+    controller.sync()
+    bundle = base64.b64decode(_entries(cluster)[0]["clientConfig"]["caBundle"])
+    published = x509.load_pem_x509_certificates(bundle)
+    assert len(published) == 2, "the old CA stays trusted beside the new one"
+    assert (tmp_path / "certs" / "tls.crt").read_bytes() == old_cert, "served before published"
+    now[0] += datetime.timedelta(seconds=20)
+    controller.sync()
+    new_cert = (tmp_path / "certs" / "tls.crt").read_bytes()
+    assert new_cert != old_cert
+    assert new_cert == base64.b64decode(cluster.secret["data"]["tls.crt"])
+
+
+def test_a_shortened_lifetime_renews_the_certificates(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    _controller(
+        tmp_path, cluster, [""], now, PRG_CA_LIFETIME="730d", PRG_CERT_LIFETIME="90d"
+    ).sync()
+    short = _controller(tmp_path, cluster, [""], now)  # 6-minute CA, 3-minute certificate
+    for _ in range(6):
+        now[0] += datetime.timedelta(seconds=10)
+        short.sync()
+    served = x509.load_pem_x509_certificate((tmp_path / "certs" / "tls.crt").read_bytes())
+    life = served.not_valid_after_utc - served.not_valid_before_utc
+    assert life < datetime.timedelta(minutes=10)
+
+
+def test_replicas_of_the_old_settings_do_not_put_their_entry_back(tmp_path: Path) -> None:
+    """A rollout: the old replicas (started earlier) keep syncing beside the new ones."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    old = _controller(tmp_path / "old", cluster, [""], now, started=100.0)
+    old.sync()
+    new = _controller(tmp_path / "new", cluster, [""], now, started=200.0, PRG_TIMEOUT_SECONDS="7")
+    for _ in range(3):
+        new.sync()
+        old.sync()
+        assert _entries(cluster)[0]["timeoutSeconds"] == 7
+    # A rollback is a newer rollout of the old settings: it wins again.
+    _controller(tmp_path / "back", cluster, [""], now, started=300.0).sync()
+    assert _entries(cluster)[0]["timeoutSeconds"] == 3
+
+
+def test_cel_strings_escape_quotes_backslashes_and_control_characters() -> None:
+    from webhook.registration import cel_string
+
+    assert cel_string("plain") == "'plain'"
+    assert cel_string("o'brien") == "'o\\'brien'"
+    assert cel_string("back\\slash") == "'back\\\\slash'"
+    assert cel_string("new\nline") == "'new\\x0aline'"
+
+
+def test_with_certificates_from_files_only_the_bundle_is_registered(tmp_path: Path) -> None:
+    """cert-manager or your own Secret: no Secret is written, the mounted ca.crt is
+    the caBundle, and a missing one is named."""
+    from webhook.certs import write_certificates
+
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now, PRG_CERT_SECRET="")
+    with pytest.raises(ControllerError, match="PRG_CA_FILE"):
+        controller.sync()
+    write_certificates(tmp_path / "certs", "pod-replace-guard", "pod-replace-guard")
+    served = (tmp_path / "certs" / "tls.crt").read_bytes()
+    controller.sync()
+    bundle = _entries(cluster)[0]["clientConfig"]["caBundle"]
+    assert base64.b64decode(bundle) == (tmp_path / "certs" / "ca.crt").read_bytes()
+    assert cluster.secret == {"metadata": {"name": "certs"}, "type": "Opaque"}
+    assert (tmp_path / "certs" / "tls.crt").read_bytes() == served

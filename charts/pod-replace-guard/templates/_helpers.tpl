@@ -47,9 +47,15 @@ app.kubernetes.io/component: webhook
 {{- list (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) (printf "%s.%s" $svc $ns) $svc | toJson -}}
 {{- end -}}
 
-{{/* The PRG_* settings as ConfigMap data: the keys of deploy/base/settings.env, then any set limit. */}}
+{{/*
+The PRG_* settings as ConfigMap data: the keys of deploy/base/settings.env (the
+controller's names included), then the webhook entry's (webhook.*) and certificate
+lifetimes (certificates.controller.*), then any set limit. Read by every container.
+*/}}
 {{- define "prg.settings" -}}
 {{- $s := .Values.settings -}}
+{{- $fullname := include "prg.fullname" . -}}
+{{- $c := .Values.certificates -}}
 PRG_MODE: {{ $s.mode | quote }}
 PRG_EXEMPT_USERS: {{ join "," $s.exemptUsers | quote }}
 PRG_EXEMPT_GROUPS: {{ join "," $s.exemptGroups | quote }}
@@ -57,6 +63,26 @@ PRG_EXEMPT_NAMESPACES: {{ join "," $s.exemptNamespaces | quote }}
 PRG_NAMESPACE: {{ .Release.Namespace | quote }}
 PRG_LOG_LEVEL: {{ $s.logLevel | quote }}
 PRG_HEALTH_BIND: "0.0.0.0:8081"
+PRG_WEBHOOK_CONFIGURATION: {{ $fullname | quote }}
+PRG_SERVICE: {{ $fullname | quote }}
+PRG_CERT_SECRET: {{ ternary (printf "%s-certificates" $fullname) "" (eq $c.source "controller") | quote }}
+PRG_FAILURE_POLICY: {{ .Values.webhook.failurePolicy | quote }}
+PRG_TIMEOUT_SECONDS: {{ include "prg.string" .Values.webhook.timeoutSeconds | quote }}
+{{- $given := .Values.webhook.namespaceSelector | default dict }}
+{{- $selector := dict }}
+{{- with $given.matchLabels }}
+{{- $_ := set $selector "matchLabels" . }}
+{{- end }}
+{{- with $given.matchExpressions }}
+{{- $_ := set $selector "matchExpressions" . }}
+{{- end }}
+{{- with $selector }}
+PRG_NAMESPACE_SELECTOR: {{ toJson . | quote }}
+{{- end }}
+{{- if eq $c.source "controller" }}
+PRG_CA_LIFETIME: {{ $c.controller.caLifetime | quote }}
+PRG_CERT_LIFETIME: {{ $c.controller.certLifetime | quote }}
+{{- end }}
 {{- with $s.judgedSubresources }}
 PRG_JUDGED_SUBRESOURCES: {{ join "," . | quote }}
 {{- end }}
@@ -68,29 +94,103 @@ PRG_JUDGED_SUBRESOURCES: {{ join "," . | quote }}
 {{- end }}
 {{- end -}}
 
-{{/*
-certificates.source generate: a CA kept in the Secret <fullname>-ca and reused on every
-upgrade (lookup), and a new serving certificate signed by it on every install and
-upgrade. The caBundle so stays the same, and replicas still serving the previous
-certificate are trusted while the new one reaches them (the webhook reloads changed
-files). Without a cluster (helm template) lookup finds nothing and a new CA is made.
-Computed once per render (the Secret and the webhook configuration share it); JSON.
-*/}}
-{{- define "prg.generatedCertificates" -}}
-{{- if not (hasKey .Release "prgCertificates") -}}
-{{- $c := .Values.certificates.generate -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-ca" (include "prg.fullname" .)) -}}
-{{- $ca := dict -}}
-{{- if and $existing $existing.data (index $existing.data "tls.crt") (index $existing.data "tls.key") -}}
-{{- $ca = buildCustomCert (index $existing.data "tls.crt") (index $existing.data "tls.key") -}}
+{{/* The image of every container: repository:tag (appVersion by default), or @digest. */}}
+{{- define "prg.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
 {{- else -}}
-{{- $ca = genCA (printf "%s CA" (include "prg.fullname" .)) (int $c.caDays) -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
-{{- $dnsNames := include "prg.dnsNames" . | fromJsonArray -}}
-{{- $cert := genSignedCert (first $dnsNames) nil $dnsNames (int $c.servingDays) $ca -}}
-{{- $_ := set .Release "prgCertificates" (dict "caCert" $ca.Cert "caKey" $ca.Key "cert" $cert.Cert "key" $cert.Key) -}}
 {{- end -}}
-{{- .Release.prgCertificates | toJson -}}
+
+{{/* extraEnv as EnvVar items (every container takes them). */}}
+{{- define "prg.extraEnv" -}}
+{{- range .Values.extraEnv }}
+- name: {{ .name | quote }}
+  {{- if hasKey . "valueFrom" }}
+  valueFrom:
+    {{- toYaml .valueFrom | nindent 4 }}
+  {{- else }}
+  value: {{ include "prg.string" .value | quote }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The controller's containers (webhook/controller.py): `certificates` (init, `controller
+--once`) and `controller` (beside the webhook). Call with (list . "name" args-json).
+They alone mount the service account's token; with certificates from the controller
+they write the tls volume, otherwise they only read its ca.crt (or PRG_CA_FILE).
+*/}}
+{{- define "prg.controllerContainer" -}}
+{{- $root := index . 0 -}}
+{{- $source := $root.Values.certificates.source -}}
+- name: {{ index . 1 }}
+  image: {{ include "prg.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  args: {{ index . 2 }}
+  envFrom:
+    - configMapRef:
+        name: {{ include "prg.fullname" $root }}
+  env:
+    - name: PRG_CERT_DIR
+      value: /etc/pod-replace-guard/tls
+    {{- if eq $source "existingSecret" }}
+    - name: PRG_CA_FILE
+      value: /etc/pod-replace-guard/ca/ca.crt
+    {{- end }}
+    {{- if $root.Values.extraEnv }}
+    {{- include "prg.extraEnv" $root | trim | nindent 4 }}
+    {{- end }}
+  resources:
+    {{- toYaml $root.Values.controller.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: tls
+      mountPath: /etc/pod-replace-guard/tls
+      {{- if ne $source "controller" }}
+      readOnly: true
+      {{- end }}
+    # The service account's token, in these containers only: the webhook container,
+    # which reads requests from the network, holds no credentials.
+    - name: kube-api-access
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- if eq $source "existingSecret" }}
+    - name: ca
+      mountPath: /etc/pod-replace-guard/ca
+      readOnly: true
+    {{- end }}
+{{- end -}}
+
+{{/* Seconds in a lifetime value (a whole number and s, m, h or d, e.g. 90d). */}}
+{{- define "prg.durationSeconds" -}}
+{{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 -}}
+{{- mul (trimSuffix (substr (sub (len .) 1 | int) (len .) .) . | atoi) (index $units (substr (sub (len .) 1 | int) (len .) .)) -}}
+{{- end -}}
+
+{{/*
+certificates.controller's lifetimes, as the controller checks them at start-up (a bad
+one would stop its init container: the pods would never start). The schema checks the
+form; this repeats it for --skip-schema-validation, and checks what a pattern cannot.
+*/}}
+{{- define "prg.checkLifetimes" -}}
+{{- if eq .Values.certificates.source "controller" -}}
+{{- $c := .Values.certificates.controller -}}
+{{- range $key, $minimum := dict "caLifetime" 120 "certLifetime" 60 -}}
+{{- $value := toString (index $c $key) -}}
+{{- if not (regexMatch "^[0-9]{1,9}[smhd]$" $value) -}}
+{{- fail (printf "certificates.controller.%s must be a whole number and a unit (s, m, h, d), e.g. 90d" $key) -}}
+{{- end -}}
+{{- if lt (include "prg.durationSeconds" $value | atoi) $minimum -}}
+{{- fail (printf "certificates.controller.%s must be at least %d s" $key $minimum) -}}
+{{- end -}}
+{{- end -}}
+{{- if gt (include "prg.durationSeconds" $c.certLifetime | atoi) (include "prg.durationSeconds" $c.caLifetime | atoi) -}}
+{{- fail "certificates.controller.certLifetime must not be longer than caLifetime" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
