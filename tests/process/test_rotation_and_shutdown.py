@@ -213,3 +213,30 @@ def test_sigterm_idle_keepalive_connection_not_used_after_close(tmp_path: Path) 
         assert server.process.wait(30) == 0
     finally:
         server.stop()
+
+
+def _expiry_metric(server: Server) -> float:
+    status, body = server.get("/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith("pod_replace_guard_certificate_expiry_timestamp_seconds "):
+            return float(line.split()[1])
+    raise AssertionError("no certificate expiry metric")
+
+
+def test_idle_workers_reload_too_so_the_expiry_metric_follows(tmp_path: Path) -> None:
+    """The metric is the earliest expiry across workers: a worker that takes no
+    connection must still load renewed files, or the metric (and its alert) stays on
+    the old certificate. One request after the renewal reaches one worker only."""
+    from cryptography import x509
+
+    with running_server(tmp_path, workers=2, threads=4) as server:
+        wait_workers(server, 2)
+        first = _expiry_metric(server)
+        # Renewed for a longer life (365 -> 400 days), then no traffic at all.
+        write_certificates(server.cert_dir, "pod-replace-guard", "pod-replace-guard", days=400)
+        renewed = x509.load_pem_x509_certificate((server.cert_dir / "tls.crt").read_bytes())
+        time.sleep(RELOAD_SECONDS + 2.0)
+        after = _expiry_metric(server)
+        assert after > first
+        assert after == pytest.approx(renewed.not_valid_after_utc.timestamp(), abs=1)

@@ -114,6 +114,10 @@ class Loop:
                 self.advance(key.data)
             else:
                 key.data(key.fileobj)
+        if self.tls_context is not None:
+            # Reloads changed certificate files at most once per PRG_CERT_RELOAD_SECONDS
+            # (a stat): an idle worker too keeps its expiry metric current.
+            self.tls_context()
         ready, self.ready = self.ready, deque()
         for conn in ready:
             if conn in self.connections and conn.phase in (Phase.READING, Phase.IDLE):
