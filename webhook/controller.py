@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 import json
 import logging
 import socket
@@ -149,6 +150,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _unb64(value: object) -> bytes:
+    """A Secret value, b"" when it is not base64."""
+    try:
+        return base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except ValueError:
+        return b""
+
+
 class Controller:
     def __init__(
         self,
@@ -165,7 +174,16 @@ class Controller:
             ca=datetime.timedelta(seconds=duration_seconds(settings.ca_lifetime)),
             serving=datetime.timedelta(seconds=duration_seconds(settings.cert_lifetime)),
         )
-        self._names = serving_names(settings.service, settings.namespace, [])
+        # With PRG_WEBHOOK_URL the API server checks the certificate against the URL's
+        # host: the certificate names it too.
+        hosts, self._ips = [], ["127.0.0.1"]
+        if settings.webhook_url:
+            host = urlsplit(settings.webhook_url).hostname or ""
+            try:
+                self._ips = list(dict.fromkeys([*self._ips, str(ipaddress.ip_address(host))]))
+            except ValueError:
+                hosts.append(host)
+        self._names = serving_names(settings.service, settings.namespace, hosts)
         self._last_reason = ""
 
     # --- certificates ---------------------------------------------------------------
@@ -189,13 +207,16 @@ class Controller:
                 f"Secret {namespace}/{name} does not exist (the install creates it, empty)"
             )
         data = secret.get("data") or {}
-        try:
-            fields = {f: base64.b64decode(data.get(key) or "") for f, key in SECRET_KEYS.items()}
-        except ValueError:
-            fields = {}
-        current = Material(**fields) if fields and fields["ca_cert"] else None
+        # One damaged field is one damaged field: the others (the CA) are kept.
+        fields = {f: _unb64(data.get(key)) for f, key in SECRET_KEYS.items()}
+        current = Material(**fields) if any(fields.values()) else None
         decision = plan(
-            current, self._clock(), self._lifetimes, self._names, self._published(configuration)
+            current,
+            self._clock(),
+            self._lifetimes,
+            self._names,
+            self._published(configuration),
+            self._ips,
         )
         material = decision.material
         if material != current:
@@ -280,6 +301,12 @@ class Controller:
             log.warning(reason, extra={"event": event})
         self._last_reason = reason
 
+    def _recovered(self) -> None:
+        # A sync worked: the next failure is news again, even if it is the same one.
+        if self._last_reason.startswith("sync failed"):
+            log.info("sync works again", extra={"event": "controller-recovered"})
+            self._last_reason = ""
+
     # --- the loop -------------------------------------------------------------------
 
     def sync(self, register: bool = True) -> None:
@@ -298,6 +325,7 @@ class Controller:
         while not stop.is_set():
             try:
                 self.sync()
+                self._recovered()
             except Conflict:
                 pass  # another replica wrote first: read again next time
             except errors as error:

@@ -111,9 +111,10 @@ def _usable_ca(
 
 
 def _serving_ok(
-    material: Material, names: list[str], now: datetime.datetime
+    material: Material, names: list[str], ips: list[str], now: datetime.datetime
 ) -> x509.Certificate | None:
-    """The serving certificate, if it pairs with its key, names ``names`` and is valid now."""
+    """The serving certificate, if it pairs with its key, names ``names`` and ``ips``
+    and is valid now."""
     certs = _certs(material.tls_cert)
     try:
         key = serialization.load_pem_private_key(material.tls_key, password=None)
@@ -132,6 +133,8 @@ def _serving_ok(
         return None
     if sans.get_values_for_type(x509.DNSName) != names:
         return None
+    if [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] != ips:
+        return None
     return cert
 
 
@@ -141,13 +144,16 @@ def plan(
     lifetimes: Lifetimes,
     names: list[str],
     published: bytes | None,
+    ips: list[str] | None = None,
 ) -> Decision:
     """The material the Secret should hold now.
 
     ``names`` are the serving certificate's DNS names; ``published`` is the caBundle
     the webhook configuration carries (PEM), or None when no entry is registered yet
-    (nothing depends on the bundle, so any change is safe).
+    (nothing depends on the bundle, so any change is safe). ``ips`` are its IP
+    addresses (default 127.0.0.1).
     """
+    ips = ips or ["127.0.0.1"]
     usable = _usable_ca(current, now)
     reasons: list[str] = []
     # Every CA the Secret's bundle still trusts: a serving certificate one of them
@@ -177,7 +183,7 @@ def plan(
                 ca_key,
                 ca_cert,
                 names,
-                ["127.0.0.1"],
+                ips,
                 _serving_lifetime(ca_cert, lifetimes, now),
                 now,
             )
@@ -185,7 +191,7 @@ def plan(
             trusted.insert(0, ca_cert)
             material = Material(_pem(ca_cert), key_pem(ca_key), _pem(cert), key_pem(key), b"")
             reasons.append("the CA is due for renewal: a new CA joins the bundle")
-    serving = _serving_ok(material, names, now)
+    serving = _serving_ok(material, names, ips, now)
     if serving is not None:
         # The CA that verifies the certificate in service stays in the bundle (a bundle
         # damaged in the Secret is completed from the published one); a certificate no
@@ -215,7 +221,7 @@ def plan(
     )
     if renew and (serving is None or _safe_to_issue(ca_cert, published, now)):
         key, cert = issue_serving_certificate(
-            ca_key, ca_cert, names, ["127.0.0.1"], _serving_lifetime(ca_cert, lifetimes, now), now
+            ca_key, ca_cert, names, ips, _serving_lifetime(ca_cert, lifetimes, now), now
         )
         material = Material(material.ca_cert, material.ca_key, _pem(cert), key_pem(key), bundle)
         reasons.append(

@@ -195,3 +195,89 @@ def test_no_key_material_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptu
     text = json.dumps([r.__dict__ for r in caplog.records], default=str)
     assert "PRIVATE KEY" not in text
     assert "BEGIN CERTIFICATE" not in text
+
+
+def test_one_damaged_field_of_the_secret_does_not_cost_the_ca(tmp_path: Path) -> None:
+    """Bad base64 in one key (tls.key) made the controller drop every field, so it
+    made a new CA and served a certificate the published bundle did not trust."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now)
+    controller.sync()
+    assert cluster.secret is not None
+    ca = cluster.secret["data"]["ca.crt"]
+    cluster.secret["data"]["tls.key"] = "not*base64="
+    now[0] += datetime.timedelta(seconds=10)
+    controller.sync()
+    assert cluster.secret["data"]["ca.crt"] == ca
+    served = (tmp_path / "certs" / "tls.crt").read_bytes()
+    published = base64.b64decode(_entries(cluster)[0]["clientConfig"]["caBundle"])
+    assert base64.b64decode(ca) in published
+    assert served == base64.b64decode(cluster.secret["data"]["tls.crt"])
+
+
+@pytest.mark.parametrize(
+    ("url", "dns", "ip"),
+    [
+        ("https://guard.example.com:8443/validate", "guard.example.com", None),
+        ("https://10.1.2.3/validate", None, "10.1.2.3"),
+        ("https://[fd00::7]:8443/validate", None, "fd00::7"),
+    ],
+)
+def test_the_serving_certificate_names_the_host_of_the_url(
+    tmp_path: Path, url: str, dns: str | None, ip: str | None
+) -> None:
+    """With PRG_WEBHOOK_URL the API server (and the probe) check the certificate
+    against the URL's host: a certificate without it never registers."""
+    from cryptography import x509
+
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    _controller(tmp_path, cluster, [""], now, PRG_WEBHOOK_URL=url).sync()
+    cert = x509.load_pem_x509_certificate((tmp_path / "certs" / "tls.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    if dns:
+        assert dns in sans.get_values_for_type(x509.DNSName)
+    if ip:
+        assert ip in [str(a) for a in sans.get_values_for_type(x509.IPAddress)]
+    # And it stays: the next sync does not reissue it.
+    before = (tmp_path / "certs" / "tls.crt").read_bytes()
+    now[0] += datetime.timedelta(seconds=10)
+    _controller(tmp_path, cluster, [""], now, PRG_WEBHOOK_URL=url).sync()
+    assert (tmp_path / "certs" / "tls.crt").read_bytes() == before
+
+
+class _Ticks:
+    """A stop event for Controller.run whose wait returns at once, stopping after n."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def is_set(self) -> bool:
+        return self.n <= 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.n -= 1
+        return self.n <= 0
+
+
+def test_a_second_outage_is_logged_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure is logged once while it lasts, and again when it comes back after
+    syncs that worked (the controller remembered the last reason for ever)."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now)
+    # Registered first, so the syncs that work in between write nothing.
+    schedule = iter([False, True, True, False, False, True, True])
+    read = cluster.read_webhook_configuration
+
+    def flaky(name: str) -> dict[str, Any] | None:
+        if next(schedule):
+            raise ControllerError("the API server answered 503 Service Unavailable")
+        return read(name)
+
+    cluster.read_webhook_configuration = flaky  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="pod_replace_guard.controller"):
+        controller.run(_Ticks(7), ())  # type: ignore[arg-type]
+    failures = [r for r in caplog.records if "503" in r.getMessage()]
+    assert len(failures) == 2
