@@ -19,9 +19,31 @@ WEBHOOK_NAME: Final = "pods.pod-replace-guard.io"
 DIGEST_ANNOTATION: Final = "pod-replace-guard.io/entry-digest"
 
 
+_CEL_ESCAPES: Final = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _cel_string(text: str) -> str:
+    """A CEL string literal, in ASCII. Not json.dumps: JSON writes a character beyond
+    the BMP as a UTF-16 surrogate pair of \\u escapes, which CEL refuses (its \\u names
+    a code point; surrogates are none), so the whole configuration would be refused."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _CEL_ESCAPES:
+            out.append(_CEL_ESCAPES[char])
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif 0xD800 <= code <= 0xDFFF:
+            raise ValueError("a lone surrogate has no CEL string literal")
+        elif code > 0xFFFF:
+            out.append(f"\\U{code:08x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'
+
+
 def _cel_list(items: tuple[str, ...]) -> str:
-    # JSON string literals are CEL string literals (same quotes and escapes).
-    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+    return "[" + ", ".join(_cel_string(item) for item in items) + "]"
 
 
 def webhook_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:

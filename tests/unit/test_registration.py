@@ -281,3 +281,108 @@ def test_a_second_outage_is_logged_too(tmp_path: Path, caplog: pytest.LogCapture
         controller.run(_Ticks(7), ())  # type: ignore[arg-type]
     failures = [r for r in caplog.records if "503" in r.getMessage()]
     assert len(failures) == 2
+
+
+# CEL string literals (cel-spec, langdef.md "String and Bytes Values"): the escapes
+# below, and a \u or \U escape must name a Unicode scalar value (cel-go refuses a
+# surrogate: "invalid unicode code point"). No raw newline, carriage return, quote or
+# backslash.
+_CEL_SIMPLE = {
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "`": "`",
+    "?": "?",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+
+
+def _cel_unquote(literal: str) -> str:
+    assert literal[0] == literal[-1] == '"', literal
+    body, out, i = literal[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        assert ch not in '"\n\r', f"raw {ch!r} in a CEL string"
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        kind = body[i + 1]
+        if kind in _CEL_SIMPLE:
+            out.append(_CEL_SIMPLE[kind])
+            i += 2
+            continue
+        width = {"x": 2, "X": 2, "u": 4, "U": 8}.get(kind)
+        if width is not None:
+            digits = body[i + 2 : i + 2 + width]
+            assert len(digits) == width
+            assert all(c in "0123456789abcdefABCDEF" for c in digits)
+            code = int(digits, 16)
+            i += 2 + width
+        else:
+            digits = body[i + 1 : i + 4]
+            assert len(digits) == 3
+            assert digits[0] in "0123"
+            assert all(c in "01234567" for c in digits)
+            code = int(digits, 8)
+            i += 4
+        assert code <= 0x10FFFF
+        assert not 0xD800 <= code <= 0xDFFF, f"a surrogate {code:x} is no code point"
+        out.append(chr(code))
+    return "".join(out)
+
+
+def _cel_literals(expression: str) -> list[str]:
+    import re
+
+    listed = expression[expression.index(" in [") + 4 :]
+    literals = re.findall(r'"(?:[^"\\]|\\.)*"', listed)
+    return [_cel_unquote(literal) for literal in literals]
+
+
+HOSTILE_NAMES = [
+    "o'brien",
+    'ops"team',
+    "back\\slash",
+    "new\nline",
+    "tab\tcr\rx",
+    "a/b",
+    "caf\u00e9",
+    "line\u2028separator",
+    "emoji-\U0001f600",
+    "\U0010ffff-last",
+    "del\x7f",
+    "nul\x00",
+    '"] || true || ["',
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_exempt_names_are_valid_cel_string_literals(name: str) -> None:
+    """json.dumps wrote a character beyond the BMP as a UTF-16 surrogate pair
+    ("\\ud83d\\ude00"): CEL has no surrogates, so the API server refused the whole
+    configuration and the entry was never registered."""
+    settings = load_settings(
+        overrides={"exempt_users": ["alice", name], "exempt_groups": [name, "ops"]}
+    )
+    users, groups = (c["expression"] for c in webhook_entry(settings, "")["matchConditions"])
+    assert _cel_literals(users) == ["alice", name]
+    assert _cel_literals(groups) == [name, "ops"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_exempt_names_match_under_a_cel_interpreter(name: str) -> None:
+    celpy = pytest.importorskip("celpy")
+    settings = load_settings(overrides={"exempt_users": [name], "exempt_groups": [name]})
+    env = celpy.Environment()
+    for condition in webhook_entry(settings, "")["matchConditions"]:
+        program = env.program(env.compile(condition["expression"]))
+        for user, groups, exempt in [(name, [name], True), ("mallory", ["dev"], False)]:
+            request = celpy.json_to_cel({"userInfo": {"username": user, "groups": groups}})
+            assert bool(program.evaluate({"request": request})) is not exempt, condition
