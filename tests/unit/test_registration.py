@@ -386,3 +386,90 @@ def test_exempt_names_match_under_a_cel_interpreter(name: str) -> None:
         for user, groups, exempt in [(name, [name], True), ("mallory", ["dev"], False)]:
             request = celpy.json_to_cel({"userInfo": {"username": user, "groups": groups}})
             assert bool(program.evaluate({"request": request})) is not exempt, condition
+
+
+def _tls_listener(
+    tmp_path: Path, names: list[str]
+) -> tuple[Any, bytes, Any]:  # (listening socket, CA PEM, server SSLContext)
+    import socket
+    import ssl
+
+    from webhook.certs import write_certificates
+
+    issued = write_certificates(tmp_path / "probe", names[0], "ns", hosts=names[1:])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(issued.out_dir / "tls.crt", issued.out_dir / "tls.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    return listener, (issued.out_dir / "ca.crt").read_bytes(), context
+
+
+def _serve_once(listener: Any, handle: Any) -> None:
+    import threading
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        try:
+            handle(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_the_probe_accepts_a_trusted_certificate_and_names_a_wrong_host(tmp_path: Path) -> None:
+    from webhook.controller import serves_trusted_certificate
+
+    listener, ca, context = _tls_listener(tmp_path, ["guard"])
+    port = listener.getsockname()[1]
+
+    def handshake(conn: Any) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+    _serve_once(listener, handshake)
+    assert serves_trusted_certificate("localhost", port, ca) == ""
+    _serve_once(listener, handshake)
+    why = serves_trusted_certificate("127.0.0.2", port, ca)
+    assert "does not trust" in why or "does not answer" in why
+    other_ca = write_certificates_ca(tmp_path / "other")
+    _serve_once(listener, handshake)
+    assert "does not trust" in serves_trusted_certificate("localhost", port, other_ca)
+    listener.close()
+
+
+def write_certificates_ca(directory: Path) -> bytes:
+    from webhook.certs import write_certificates
+
+    return (write_certificates(directory, "x", "ns").out_dir / "ca.crt").read_bytes()
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_the_probe_gives_up_in_bounded_time(tmp_path: Path, trickle: bool) -> None:
+    """A listener that accepts TCP and never completes a handshake: silent, or sending
+    a TLS record header for 16 KiB and then a byte a second (each read succeeds, so
+    a per-read timeout never fires): the sync must not hang on it."""
+    import time
+
+    from webhook.controller import PROBE_TIMEOUT_SECONDS, serves_trusted_certificate
+
+    listener, ca, _ = _tls_listener(tmp_path, ["guard"])
+    port = listener.getsockname()[1]
+
+    def slow(conn: Any) -> None:
+        conn.recv(4096)
+        if trickle:
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+        for _ in range(60):
+            if trickle:
+                conn.sendall(b"\x00")
+            time.sleep(0.5)
+
+    _serve_once(listener, slow)
+    started = time.monotonic()
+    why = serves_trusted_certificate("localhost", port, ca)
+    elapsed = time.monotonic() - started
+    assert "does not answer TLS" in why
+    assert elapsed < PROBE_TIMEOUT_SECONDS + 1.5, elapsed
+    listener.close()
