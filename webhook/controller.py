@@ -127,6 +127,14 @@ def probe_target(entry: dict[str, Any]) -> tuple[str, int]:
     return url.hostname, url.port or 443
 
 
+def _target_of(entry: dict[str, Any]) -> tuple[str, int] | None:
+    """probe_target of a live entry, None when it has no usable target."""
+    try:
+        return probe_target(entry)
+    except (ControllerError, ValueError):
+        return None
+
+
 def serves_trusted_certificate(host: str, port: int, bundle: bytes) -> str:
     """ "" when host:port completes a TLS handshake that ``bundle`` verifies (the
     API server's own check), else why not."""
@@ -273,27 +281,39 @@ class Controller:
         webhooks = configuration.get("webhooks") or []
         mine = [entry for entry in webhooks if entry.get("name") == WEBHOOK_NAME]
         annotations = configuration.setdefault("metadata", {}).setdefault("annotations", {})
+        ca_bundle = desired["clientConfig"]["caBundle"]
         if not mine:
-            host, port = probe_target(desired)
-            why_not = self._probe(host, port, bundle)
-            if why_not:
-                self._say("not registering yet: " + why_not, "registration-waiting")
+            if not self._answers(desired, bundle, "not registering yet: "):
                 return
             webhooks.append(desired)
+            annotations[DIGEST_ANNOTATION] = digest
             event = "webhook entry registered"
-        elif annotations.get(DIGEST_ANNOTATION) != digest:
+        elif annotations.get(DIGEST_ANNOTATION) != digest and (
+            # A new target (another Service, URL or port) must answer first, like the
+            # first registration: under Fail, one that does not refuses every update.
+            # Meanwhile the live entry keeps getting the current caBundle.
+            _target_of(mine[0]) == probe_target(desired)
+            or self._answers(desired, bundle, "not updating the entry to the new target yet: ")
+        ):
             webhooks[webhooks.index(mine[0])] = desired
+            annotations[DIGEST_ANNOTATION] = digest
             event = "webhook entry updated to the settings"
-        elif mine[0].get("clientConfig", {}).get("caBundle") != desired["clientConfig"]["caBundle"]:
-            mine[0].setdefault("clientConfig", {})["caBundle"] = desired["clientConfig"]["caBundle"]
+        elif (mine[0].get("clientConfig") or {}).get("caBundle") != ca_bundle:
+            mine[0].setdefault("clientConfig", {})["caBundle"] = ca_bundle
             event = "caBundle updated"
         else:
             return
-        annotations[DIGEST_ANNOTATION] = digest
         configuration["webhooks"] = webhooks
         self._cluster.replace_webhook_configuration(name, configuration)
         self._last_reason = ""
         log.info(event, extra={"event": "webhook-registered", "configuration": name})
+
+    def _answers(self, entry: dict[str, Any], bundle: bytes, waiting: str) -> bool:
+        host, port = probe_target(entry)
+        why_not = self._probe(host, port, bundle)
+        if why_not:
+            self._say(waiting + why_not, "registration-waiting")
+        return not why_not
 
     def _say(self, reason: str, event: str) -> None:
         # A waiting controller repeats itself every sync: log a reason once.

@@ -473,3 +473,62 @@ def test_the_probe_gives_up_in_bounded_time(tmp_path: Path, trickle: bool) -> No
     assert "does not answer TLS" in why
     assert elapsed < PROBE_TIMEOUT_SECONDS + 1.5, elapsed
     listener.close()
+
+
+def test_a_new_target_is_probed_before_the_entry_points_at_it(tmp_path: Path) -> None:
+    """An upgrade that changes where the webhook is called (another Service, a wrong
+    URL) rewrote the entry at once: under failurePolicy Fail a target that does not
+    answer refuses every pod update, which is what the first registration's probe
+    exists to prevent."""
+    cluster, answer = MemoryCluster(), [""]
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    _controller(tmp_path, cluster, answer, now).sync()
+    answer[0] = "guard-v2.pod-replace-guard.svc:443 does not answer TLS"
+    moved = _controller(tmp_path, cluster, answer, now, PRG_SERVICE="guard-v2")
+    moved.sync()
+    (entry,) = _entries(cluster)
+    assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"
+    answer[0] = ""
+    moved.sync()
+    (entry,) = _entries(cluster)
+    assert entry["clientConfig"]["service"]["name"] == "guard-v2"
+    # A change that keeps the target (the timeout) needs no probe.
+    answer[0] = "down"
+    _controller(
+        tmp_path, cluster, answer, now, PRG_SERVICE="guard-v2", PRG_TIMEOUT_SECONDS="7"
+    ).sync()
+    assert _entries(cluster)[0]["timeoutSeconds"] == 7
+
+
+def test_the_ca_bundle_is_kept_current_while_a_new_target_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    cluster, answer = MemoryCluster(), [""]
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    _controller(tmp_path, cluster, answer, now).sync()
+    assert cluster.configuration is not None
+    digest = cluster.configuration["metadata"]["annotations"][DIGEST_ANNOTATION]
+    answer[0] = "down"
+    moved = _controller(tmp_path, cluster, answer, now, PRG_SERVICE="guard-v2")
+    for _ in range(60):  # 10 minutes of 6-minute CAs
+        now[0] += datetime.timedelta(seconds=10)
+        moved.sync()
+        (entry,) = _entries(cluster)
+        assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"
+        published = base64.b64decode(entry["clientConfig"]["caBundle"])
+        served = (tmp_path / "certs" / "tls.crt").read_bytes()
+        assert _verifies(published, served), now[0]
+    assert cluster.configuration["metadata"]["annotations"][DIGEST_ANNOTATION] == digest
+
+
+def _verifies(bundle: bytes, pem: bytes) -> bool:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    for ca in x509.load_pem_x509_certificates(bundle):
+        try:
+            cert.verify_directly_issued_by(ca)
+        except Exception:
+            continue
+        return True
+    return False
