@@ -5,6 +5,7 @@ tests/e2e/test_controller.py."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import datetime
 import json
@@ -532,3 +533,123 @@ def _verifies(bundle: bytes, pem: bytes) -> bool:
             continue
         return True
     return False
+
+
+class _VersionedCluster:
+    """The API server's optimistic concurrency: a write of an object read before the
+    last write is a Conflict. Every call is a point where another replica may run."""
+
+    def __init__(self, turn: Any) -> None:
+        self.turn = turn
+        self.objects: dict[str, dict[str, Any]] = {
+            "secret": {"metadata": {"name": "certs", "resourceVersion": "1"}},
+            "configuration": {"metadata": {"name": "guard", "resourceVersion": "1"}},
+        }
+        self.history: list[tuple[datetime.datetime, bytes]] = []
+
+    def _read(self, kind: str) -> dict[str, Any]:
+        self.turn()
+        return copy.deepcopy(self.objects[kind])
+
+    def _write(self, kind: str, body: dict[str, Any]) -> None:
+        self.turn()
+        current = self.objects[kind]["metadata"]["resourceVersion"]
+        if body["metadata"].get("resourceVersion") != current:
+            raise Conflict(kind)
+        body = copy.deepcopy(body)
+        body["metadata"]["resourceVersion"] = str(int(current) + 1)
+        self.objects[kind] = body
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read("secret")
+
+    def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self._write("secret", body)
+
+    def read_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        return self._read("configuration")
+
+    def replace_webhook_configuration(self, name: str, body: dict[str, Any]) -> None:
+        self._write("configuration", body)
+
+    def published(self) -> bytes | None:
+        for entry in self.objects["configuration"].get("webhooks") or []:
+            return base64.b64decode(entry["clientConfig"]["caBundle"])
+        return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_racing_replicas_never_serve_a_certificate_the_api_server_does_not_trust(
+    tmp_path: Path, seed: int
+) -> None:
+    """Three replicas' controllers on one Secret and one configuration, their calls
+    interleaved at random, the clock moving on: each replica's served certificate is
+    always trusted by the caBundle as the API server saw it 5 s ago
+    and as it is now."""
+    import random
+    import threading
+
+    # How late the API server sees a caBundle: well under PROPAGATION_GRACE (15 s).
+    lag = datetime.timedelta(seconds=5)
+    rng = random.Random(seed)
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    lock = threading.Condition()
+    state: dict[str, Any] = {"running": None, "waiting": set()}
+
+    def turn() -> None:
+        me = threading.current_thread().name
+        with lock:
+            state["running"] = None
+            state["waiting"].add(me)
+            lock.notify_all()
+            lock.wait_for(lambda: state["running"] == me)
+            state["waiting"].discard(me)
+
+    cluster = _VersionedCluster(turn)
+    replicas = [f"r{i}" for i in range(3)]
+    controllers = {
+        r: _controller(tmp_path / r, cluster, [""], now, PRG_SYNC_SECONDS="1")  # type: ignore[arg-type]
+        for r in replicas
+    }
+    done: set[str] = set()
+
+    def loop(name: str) -> None:
+        for _ in range(150):
+            with contextlib.suppress(Conflict):
+                controllers[name].sync()
+        with lock:
+            done.add(name)
+            state["running"] = None
+            lock.notify_all()
+
+    threads = [threading.Thread(target=loop, args=(r,), name=r, daemon=True) for r in replicas]
+    for thread in threads:
+        thread.start()
+    seen: list[tuple[datetime.datetime, bytes | None]] = []
+    cas: set[str | None] = set()
+    while True:
+        with lock:
+            lock.wait_for(
+                lambda: (
+                    state["running"] is None and len(state["waiting"]) + len(done) == len(replicas)
+                )
+            )
+            if len(done) == len(replicas):
+                break
+            now[0] += datetime.timedelta(seconds=rng.choice([0, 0, 0, 1, 2]))
+            published = cluster.published()
+            seen.append((now[0], published))
+            cas.add((cluster.objects["secret"].get("data") or {}).get("ca.crt"))
+            lagging = next((b for t, b in reversed(seen) if now[0] - t >= lag), None)
+            for r in replicas:
+                served = tmp_path / r / "certs" / "tls.crt"
+                if published is not None and served.exists():
+                    pem = served.read_bytes()
+                    assert _verifies(published, pem), (r, now[0])
+                    if lagging is not None:
+                        assert _verifies(lagging, pem), (r, now[0], "lagging")
+            state["running"] = rng.choice(sorted(state["waiting"]))
+            lock.notify_all()
+    for thread in threads:
+        thread.join()
+    assert len(cas - {None}) >= 3, "the CA was not renewed twice"
