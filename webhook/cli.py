@@ -39,6 +39,7 @@ from webhook.cli_support import (
     is_dns_label,
     is_object_name,
     positive_days,
+    positive_seconds,
     read_source,
     refuse_unused,
     version,
@@ -543,6 +544,9 @@ def _cmd_controller(args: argparse.Namespace) -> int:
 
     settings = load_settings(config_file=args.config)
     configure_logging(settings.log_level)
+    # urllib3 logs each retry of a refused connection (three a sync): the controller
+    # says once what failed, and --once says it in its one line.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
     try:
         if kubeconfig:
@@ -683,7 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="make sure the certificate files exist, then exit (an init container)",
     )
     controller.add_argument(
-        "--timeout", type=float, default=120.0, help="with --once: give up after SECONDS"
+        "--timeout",
+        type=positive_seconds,
+        default=120.0,
+        help="with --once: give up after SECONDS (more than 0)",
     )
 
     policy_command.add_parser(commands)

@@ -149,6 +149,23 @@ def positive_days(value: str) -> float:
     return days
 
 
+# --timeout of `controller --once`: a day is far more than any init container waits.
+MAX_TIMEOUT_SECONDS: Final = 86400.0
+
+
+def positive_seconds(value: str) -> float:
+    """An argparse type: seconds, a plain decimal number more than 0 (not nan or inf:
+    a deadline of nan is never reached)."""
+    if not _DECIMAL.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{_shown(value)} is not a number of seconds")
+    seconds = float(value)
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{_shown(value)}: must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g} seconds"
+        )
+    return seconds
+
+
 def common_name(value: str) -> str:
     """An argparse type: a certificate's common name (1 to 64 printable characters)."""
     if not 1 <= len(value) <= 64 or not value.isprintable():

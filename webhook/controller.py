@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 import json
 import logging
 import socket
@@ -132,6 +133,14 @@ def probe_target(entry: dict[str, Any]) -> tuple[str, int]:
     return url.hostname, url.port or 443
 
 
+def _target_of(entry: dict[str, Any]) -> tuple[str, int] | None:
+    """probe_target of a live entry, None when it has no usable target."""
+    try:
+        return probe_target(entry)
+    except (ControllerError, ValueError):
+        return None
+
+
 def serves_trusted_certificate(host: str, port: int, bundle: bytes) -> str:
     """ "" when host:port completes a TLS handshake that ``bundle`` verifies (the
     API server's own check), else why not."""
@@ -155,6 +164,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _unb64(value: object) -> bytes:
+    """A Secret value, b"" when it is not base64."""
+    try:
+        return base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except ValueError:
+        return b""
+
+
 class Controller:
     def __init__(
         self,
@@ -172,7 +189,16 @@ class Controller:
             ca=datetime.timedelta(seconds=duration_seconds(settings.ca_lifetime)),
             serving=datetime.timedelta(seconds=duration_seconds(settings.cert_lifetime)),
         )
-        self._names = serving_names(settings.service, settings.namespace, [])
+        # With PRG_WEBHOOK_URL the API server checks the certificate against the URL's
+        # host: the certificate names it too.
+        hosts, self._ips = [], ["127.0.0.1"]
+        if settings.webhook_url:
+            host = urlsplit(settings.webhook_url).hostname or ""
+            try:
+                self._ips = list(dict.fromkeys([*self._ips, str(ipaddress.ip_address(host))]))
+            except ValueError:
+                hosts.append(host)
+        self._names = serving_names(settings.service, settings.namespace, hosts)
         self._last_reason = ""
         # When this controller started (wall clock, shared by the replicas' nodes).
         self._started = started if started is not None else time.time()
@@ -198,13 +224,16 @@ class Controller:
                 f"Secret {namespace}/{name} does not exist (the install creates it, empty)"
             )
         data = secret.get("data") or {}
-        try:
-            fields = {f: base64.b64decode(data.get(key) or "") for f, key in SECRET_KEYS.items()}
-        except ValueError:
-            fields = {}
-        current = Material(**fields) if fields and fields["ca_cert"] else None
+        # One damaged field is one damaged field: the others (the CA) are kept.
+        fields = {f: _unb64(data.get(key)) for f, key in SECRET_KEYS.items()}
+        current = Material(**fields) if any(fields.values()) else None
         decision = plan(
-            current, self._clock(), self._lifetimes, self._names, self._published(configuration)
+            current,
+            self._clock(),
+            self._lifetimes,
+            self._names,
+            self._published(configuration),
+            self._ips,
         )
         material = decision.material
         if material != current:
@@ -261,32 +290,40 @@ class Controller:
         webhooks = configuration.get("webhooks") or []
         mine = [entry for entry in webhooks if entry.get("name") == WEBHOOK_NAME]
         annotations = configuration.setdefault("metadata", {}).setdefault("annotations", {})
+        ca_bundle = desired["clientConfig"]["caBundle"]
         try:
             written_by = float(annotations.get(STARTED_ANNOTATION) or 0)
         except ValueError:
             written_by = 0.0
         if not mine:
-            host, port = probe_target(desired)
-            why_not = self._probe(host, port, bundle)
-            if why_not:
-                self._say("not registering yet: " + why_not, "registration-waiting")
+            if not self._answers(desired, bundle, "not registering yet: "):
                 return None
             webhooks.append(desired)
             event = "webhook entry registered"
-        elif annotations.get(DIGEST_ANNOTATION) != digest and self._started >= written_by:
+        elif (
+            annotations.get(DIGEST_ANNOTATION) != digest
             # During a rollout, replicas with the old settings still run: only a
             # controller started no earlier than the entry's writer rewrites it, so the
             # old ones do not put their entry back.
+            and self._started >= written_by
+            # A new target (another Service, URL or port) must answer first, like the
+            # first registration: under Fail, one that does not refuses every update.
+            # Meanwhile the live entry keeps getting the current caBundle.
+            and (
+                _target_of(mine[0]) == probe_target(desired)
+                or self._answers(desired, bundle, "not updating the entry to the new target yet: ")
+            )
+        ):
             webhooks[webhooks.index(mine[0])] = desired
             event = "webhook entry updated to the settings"
-        elif mine[0].get("clientConfig", {}).get("caBundle") != desired["clientConfig"]["caBundle"]:
-            mine[0].setdefault("clientConfig", {})["caBundle"] = desired["clientConfig"]["caBundle"]
+        elif (mine[0].get("clientConfig") or {}).get("caBundle") != ca_bundle:
+            mine[0].setdefault("clientConfig", {})["caBundle"] = ca_bundle
             configuration["webhooks"] = webhooks
             self._cluster.replace_webhook_configuration(name, configuration)
+            self._last_reason = ""
             log.info(
                 "caBundle updated", extra={"event": "webhook-registered", "configuration": name}
             )
-            self._last_reason = ""
             return bundle
         else:
             return bundle
@@ -298,11 +335,24 @@ class Controller:
         log.info(event, extra={"event": "webhook-registered", "configuration": name})
         return bundle
 
+    def _answers(self, entry: dict[str, Any], bundle: bytes, waiting: str) -> bool:
+        host, port = probe_target(entry)
+        why_not = self._probe(host, port, bundle)
+        if why_not:
+            self._say(waiting + why_not, "registration-waiting")
+        return not why_not
+
     def _say(self, reason: str, event: str) -> None:
         # A waiting controller repeats itself every sync: log a reason once.
         if reason != self._last_reason:
             log.warning(reason, extra={"event": event})
         self._last_reason = reason
+
+    def _recovered(self) -> None:
+        # A sync worked: the next failure is news again, even if it is the same one.
+        if self._last_reason.startswith("sync failed"):
+            log.info("sync works again", extra={"event": "controller-recovered"})
+            self._last_reason = ""
 
     # --- the loop -------------------------------------------------------------------
 
@@ -331,6 +381,7 @@ class Controller:
         while not stop.is_set():
             try:
                 self.sync()
+                self._recovered()
             except Conflict:
                 pass  # another replica wrote first: read again next time
             except errors as error:

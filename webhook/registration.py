@@ -21,17 +21,27 @@ DIGEST_ANNOTATION: Final = "pod-replace-guard.io/entry-digest"
 STARTED_ANNOTATION: Final = "pod-replace-guard.io/entry-writer-started"
 
 
+_CEL_ESCAPES: Final = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def cel_string(text: str) -> str:
-    """A single-quoted CEL string literal of ``text`` (quote, backslash and control
-    characters escaped), as Kubernetes' own examples write them."""
+    """A single-quoted CEL string literal, in ASCII, as Kubernetes' own examples write
+    them. Not json.dumps: JSON writes a character beyond the BMP as a UTF-16 surrogate
+    pair of \\u escapes, which CEL refuses (its \\u names a code point; surrogates are
+    none), so the whole configuration would be refused."""
     out = []
     for char in text:
-        if char in "\\'":
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\x{ord(char):02x}")
-        else:
+        code = ord(char)
+        if char in _CEL_ESCAPES:
+            out.append(_CEL_ESCAPES[char])
+        elif 0x20 <= code < 0x7F:
             out.append(char)
+        elif 0xD800 <= code <= 0xDFFF:
+            raise ValueError("a lone surrogate has no CEL string literal")
+        elif code > 0xFFFF:
+            out.append(f"\\U{code:08x}")
+        else:
+            out.append(f"\\u{code:04x}")
     return "'" + "".join(out) + "'"
 
 

@@ -84,9 +84,18 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _usable_ca(
-    material: Material | None,
+    material: Material | None, now: datetime.datetime
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    """The Secret's CA and its key, if they pair, the certificate is a CA and it has
+    not expired (a certificate it signed now could not be valid)."""
     if material is None:
         return None
     certs = _certs(material.ca_cert)
@@ -96,15 +105,18 @@ def _usable_ca(
         return None
     if len(certs) != 1 or not isinstance(key, ec.EllipticCurvePrivateKey):
         return None
-    if key.public_key() != certs[0].public_key():
+    if key.public_key() != certs[0].public_key() or not _is_ca(certs[0]):
+        return None
+    if _left(certs[0], now) <= datetime.timedelta(0):
         return None
     return certs[0], key
 
 
 def _serving_ok(
-    material: Material, names: list[str], now: datetime.datetime
+    material: Material, names: list[str], ips: list[str], now: datetime.datetime
 ) -> x509.Certificate | None:
-    """The serving certificate, if it pairs with its key, names ``names`` and is valid now."""
+    """The serving certificate, if it pairs with its key, names ``names`` and ``ips``
+    and is valid now."""
     certs = _certs(material.tls_cert)
     try:
         key = serialization.load_pem_private_key(material.tls_key, password=None)
@@ -123,6 +135,8 @@ def _serving_ok(
         return None
     if sans.get_values_for_type(x509.DNSName) != names:
         return None
+    if [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] != ips:
+        return None
     return cert
 
 
@@ -132,55 +146,91 @@ def plan(
     lifetimes: Lifetimes,
     names: list[str],
     published: bytes | None,
+    ips: list[str] | None = None,
 ) -> Decision:
     """The material the Secret should hold now.
 
     ``names`` are the serving certificate's DNS names; ``published`` is the caBundle
     the webhook configuration carries (PEM), or None when no entry is registered yet
-    (nothing depends on the bundle, so any change is safe).
+    (nothing depends on the bundle, so any change is safe). ``ips`` are its IP
+    addresses (default 127.0.0.1).
     """
-    usable = _usable_ca(current)
-    if current is None or usable is None:
+    ips = ips or ["127.0.0.1"]
+    usable = _usable_ca(current, now)
+    reasons: list[str] = []
+    # Every CA the Secret's bundle still trusts: a serving certificate one of them
+    # signed may be in service.
+    trusted = [
+        c
+        for c in _certs(current.bundle if current else b"")
+        if _is_ca(c) and _left(c, now) > datetime.timedelta(0)
+    ]
+    if usable is None or current is None:
+        # The serving certificate in service (if any) stays until the bundle with the
+        # new CA is published, like after a renewal: the new CA joins the bundle.
         ca_key, ca_cert = make_ca("pod-replace-guard CA", lifetimes.ca, now)
-        key, cert = issue_serving_certificate(
-            ca_key, ca_cert, names, ["127.0.0.1"], _serving_lifetime(ca_cert, lifetimes, now), now
-        )
-        # The CAs the API server trusts now stay in the bundle: the replicas keep serving
-        # their current certificate until this bundle is published (controller.py).
-        kept = [c for c in _certs(published or b"") if _left(c, now) > datetime.timedelta(0)]
-        bundle = b"".join(_pem(c) for c in [ca_cert, *kept])
-        fresh = Material(_pem(ca_cert), key_pem(ca_key), _pem(cert), key_pem(key), bundle)
-        return Decision(fresh, "no usable CA in the Secret: made a CA and a serving certificate")
-    ca_cert, ca_key = usable
-    material, reasons = current, []
-    trusted = [c for c in _certs(current.bundle) if _left(c, now) > datetime.timedelta(0)]
-    if ca_cert not in trusted:
+        tls_cert, tls_key = (current.tls_cert, current.tls_key) if current else (b"", b"")
+        material = Material(_pem(ca_cert), key_pem(ca_key), tls_cert, tls_key, b"")
         trusted.insert(0, ca_cert)
-    if _due(ca_cert, lifetimes.ca, now):
-        # One last serving certificate from the old CA, with all the life that CA has
-        # left: it stays in service while the bundle with the new CA propagates.
-        key, cert = issue_serving_certificate(
-            ca_key, ca_cert, names, ["127.0.0.1"], _serving_lifetime(ca_cert, lifetimes, now), now
+        # A Secret emptied while the entry is registered: the replicas still serve a
+        # certificate the published CAs signed, so those stay trusted meanwhile.
+        trusted += [
+            c
+            for c in _certs(published or b"")
+            if _is_ca(c) and _left(c, now) > datetime.timedelta(0) and c not in trusted
+        ]
+        reasons.append("no usable CA in the Secret: made a CA")
+    else:
+        ca_cert, ca_key = usable
+        material = current
+        if ca_cert not in trusted:
+            trusted.insert(0, ca_cert)
+        if _due(ca_cert, lifetimes.ca, now):
+            # One last serving certificate from the old CA, with all the life that CA
+            # has left: it stays in service while the bundle with the new CA propagates.
+            key, cert = issue_serving_certificate(
+                ca_key,
+                ca_cert,
+                names,
+                ips,
+                _serving_lifetime(ca_cert, lifetimes, now),
+                now,
+            )
+            ca_key, ca_cert = make_ca("pod-replace-guard CA", lifetimes.ca, now)
+            trusted.insert(0, ca_cert)
+            material = Material(_pem(ca_cert), key_pem(ca_key), _pem(cert), key_pem(key), b"")
+            reasons.append("the CA is due for renewal: a new CA joins the bundle")
+    serving = _serving_ok(material, names, ips, now)
+    if serving is not None:
+        # The CA that verifies the certificate in service stays in the bundle (a bundle
+        # damaged in the Secret is completed from the published one); a certificate no
+        # CA at hand verifies is as good as none.
+        issuer = next(
+            (
+                c
+                for c in [*trusted, *_certs(published or b"")]
+                if _is_ca(c) and _left(c, now) > datetime.timedelta(0) and _signed_by(serving, c)
+            ),
+            None,
         )
-        ca_key, ca_cert = make_ca("pod-replace-guard CA", lifetimes.ca, now)
-        trusted.insert(0, ca_cert)
-        material = Material(_pem(ca_cert), key_pem(ca_key), _pem(cert), key_pem(key), b"")
-        reasons.append("the CA is due for renewal: a new CA joins the bundle")
-    bundle = b"".join(_pem(c) for c in trusted)
+        if issuer is None:
+            serving = None
+        elif issuer not in trusted:
+            trusted.append(issuer)
+    bundle = b"".join(_pem(c) for c in dict.fromkeys(trusted))
     if bundle != material.bundle:
         material = Material(
             material.ca_cert, material.ca_key, material.tls_cert, material.tls_key, bundle
         )
         if not reasons:
-            reasons.append("expired CAs leave the bundle")
-    serving = _serving_ok(material, names, now)
+            reasons.append("the bundle changed: expired CAs left it")
     # Every CA has the same subject: "issued by the current CA" is a signature check.
     renew = (
         serving is None or _due(serving, lifetimes.serving, now) or not _signed_by(serving, ca_cert)
     )
     if renew and (serving is None or _safe_to_issue(ca_cert, published, now)):
         key, cert = issue_serving_certificate(
-            ca_key, ca_cert, names, ["127.0.0.1"], _serving_lifetime(ca_cert, lifetimes, now), now
+            ca_key, ca_cert, names, ips, _serving_lifetime(ca_cert, lifetimes, now), now
         )
         material = Material(material.ca_cert, material.ca_key, _pem(cert), key_pem(key), bundle)
         reasons.append(

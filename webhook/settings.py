@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -196,24 +198,70 @@ def duration_seconds(text: str) -> int:
     return int(number) * _DURATION_UNITS[unit]
 
 
+# Certificates end before the year 9999 (X.509 dates, Python's datetime) with room.
+_DURATION_MAXIMUM_DAYS: Final = 36500
+
+
 def _duration(minimum: int) -> Callable[[str, object], str]:
     def parse(key: str, value: object) -> str:
         text = _as_str(key, value).strip()
         number, unit = text[:-1], text[-1:]
-        if not number.isdigit() or len(number) > 9 or unit not in _DURATION_UNITS:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not re.fullmatch(r"[0-9]{1,9}", number) or unit not in _DURATION_UNITS:
             raise ConfigError(f"{key}: must be a whole number and a unit (s, m, h, d), e.g. 90d")
         if duration_seconds(text) < minimum:
             raise ConfigError(f"{key}: must be at least {minimum} s")
+        if duration_seconds(text) > _DURATION_MAXIMUM_DAYS * 86400:
+            raise ConfigError(f"{key}: must be at most {_DURATION_MAXIMUM_DAYS}d")
         return text
 
     return parse
 
 
 def _https_url(key: str, value: object) -> str:
+    """An https:// URL the API server accepts as clientConfig.url: a host, a valid
+    port, and no user information, query or fragment."""
     text = _as_str(key, value).strip()
-    if text and not text.startswith("https://"):
+    if not text:
+        return text
+    if not text.startswith("https://"):
         raise ConfigError(f"{key}: must be an https:// URL (or empty: the Service)")
+    try:
+        url = urlsplit(text)
+        host, _ = url.hostname, url.port
+    except ValueError as error:
+        raise ConfigError(f"{key}: not a valid URL (host or port)") from error
+    if not host:
+        raise ConfigError(f"{key}: must name a host")
+    if url.username is not None or url.password is not None or url.query or url.fragment:
+        raise ConfigError(f"{key}: must not hold user information, a query or a fragment")
     return text
+
+
+_DNS_LABEL: Final = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _dns_label(key: str, value: object) -> str:
+    """A Service name (DNS-1035 label), as the API server requires in clientConfig."""
+    text = _as_str(key, value).strip()
+    if not _DNS_LABEL.fullmatch(text):
+        raise ConfigError(
+            f"{key}: must be a DNS label (at most 63 lowercase letters, digits and '-', "
+            "starting with a letter)"
+        )
+    return text
+
+
+def _identities(key: str, value: object) -> tuple[str, ...]:
+    """User or group names: they end up in CEL string literals and in JSON sent to
+    the API server, which cannot hold an undecodable byte of the environment."""
+    items = _as_list(key, value)
+    for item in items:
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ConfigError(f"{key}: must be valid UTF-8 text") from error
+    return items
 
 
 def _label_selector(key: str, value: object) -> str:
@@ -244,6 +292,15 @@ def _label_selector(key: str, value: object) -> str:
             f"{key}: matchExpressions must be a list of {{key, operator, values}} "
             "(operator In, NotIn, Exists or DoesNotExist)"
         )
+    for expression in expressions:
+        values = expression.get("values") or []
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{key}: matchExpressions values must be a list of strings")
+        if bool(values) != (expression["operator"] in ("In", "NotIn")):
+            raise ConfigError(
+                f"{key}: matchExpressions: In and NotIn need values, Exists and "
+                "DoesNotExist take none"
+            )
     kept = {k: v for k, v in (("matchLabels", labels), ("matchExpressions", expressions)) if v}
     return json.dumps(kept, sort_keys=True) if kept else ""
 
@@ -265,8 +322,8 @@ def _path(key: str, value: object) -> str:
 # name in upper case, e.g. exempt_users -> PRG_EXEMPT_USERS.
 _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "mode": ("mode", _one_of(MODES, str.lower)),
-    "exempt_users": ("exemptUsers", _as_list),
-    "exempt_groups": ("exemptGroups", _as_list),
+    "exempt_users": ("exemptUsers", _identities),
+    "exempt_groups": ("exemptGroups", _identities),
     "exempt_namespaces": ("exemptNamespaces", _as_list),
     "namespace": ("namespace", _name),
     "judged_subresources": ("judgedSubresources", _subset_of(JUDGEABLE_SUBRESOURCES)),
@@ -287,7 +344,7 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "max_connections": ("maxConnections", _as_number(int, 4, 100_000)),
     "inflight_bytes": ("inflightBytes", _as_number(int, 64 * 1024, 1024 * 1024 * 1024)),
     "webhook_configuration": ("webhookConfiguration", _optional_name),
-    "service": ("service", _name),
+    "service": ("service", _dns_label),
     "webhook_url": ("webhookURL", _https_url),
     "failure_policy": ("failurePolicy", _one_of(("Fail", "Ignore"))),
     "timeout_seconds": ("timeoutSeconds", _as_number(int, 1, 30)),

@@ -773,3 +773,39 @@ def test_serve_with_a_bad_config_file_exits_2(tmp_path: Path) -> None:
     config.write_text("mode: sometimes\n")
     result = run("serve", "--cert-dir", str(tmp_path / "certs"), "--config", str(config))
     assert_bad_input(result, "mode: must be one of")
+
+
+def _unreachable_kubeconfig(tmp_path: Path) -> str:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": SECRET}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return str(path)
+
+
+def test_controller_once_without_an_api_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """urllib3 logged three 'Retrying ...' warnings per attempt (a second apart) before
+    the one line: the init container's log was mostly noise."""
+    env = {**clean_env(), "PRG_CERT_SECRET": "certs", "PRG_CERT_DIR": str(tmp_path / "certs")}
+    kubeconfig = _unreachable_kubeconfig(tmp_path)
+    result = run("controller", "--once", "--timeout", "2", "--kubeconfig", kubeconfig, env=env)
+    line = assert_bad_input(result, "certificates not ready after 2 s")
+    assert SECRET not in line
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "0", "inf", "ten"])
+def test_controller_once_timeout_must_be_a_positive_number(timeout: str) -> None:
+    """--timeout nan never gave up (no time is >= nan)."""
+    assert_bad_input(run("controller", "--once", "--timeout", timeout), "--timeout")

@@ -5,6 +5,7 @@ tests/e2e/test_controller.py."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import datetime
 import json
@@ -200,6 +201,452 @@ def test_no_key_material_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptu
     assert "BEGIN CERTIFICATE" not in text
 
 
+def test_one_damaged_field_of_the_secret_does_not_cost_the_ca(tmp_path: Path) -> None:
+    """Bad base64 in one key (tls.key) made the controller drop every field, so it
+    made a new CA and served a certificate the published bundle did not trust."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now)
+    controller.sync()
+    assert cluster.secret is not None
+    ca = cluster.secret["data"]["ca.crt"]
+    cluster.secret["data"]["tls.key"] = "not*base64="
+    # Past PROPAGATION_GRACE of the (new) CA: the replacement certificate may be served.
+    now[0] += datetime.timedelta(seconds=20)
+    controller.sync()
+    assert cluster.secret["data"]["ca.crt"] == ca
+    served = (tmp_path / "certs" / "tls.crt").read_bytes()
+    published = base64.b64decode(_entries(cluster)[0]["clientConfig"]["caBundle"])
+    assert base64.b64decode(ca) in published
+    assert served == base64.b64decode(cluster.secret["data"]["tls.crt"])
+
+
+@pytest.mark.parametrize(
+    ("url", "dns", "ip"),
+    [
+        ("https://guard.example.com:8443/validate", "guard.example.com", None),
+        ("https://10.1.2.3/validate", None, "10.1.2.3"),
+        ("https://[fd00::7]:8443/validate", None, "fd00::7"),
+    ],
+)
+def test_the_serving_certificate_names_the_host_of_the_url(
+    tmp_path: Path, url: str, dns: str | None, ip: str | None
+) -> None:
+    """With PRG_WEBHOOK_URL the API server (and the probe) check the certificate
+    against the URL's host: a certificate without it never registers."""
+    from cryptography import x509
+
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    _controller(tmp_path, cluster, [""], now, PRG_WEBHOOK_URL=url).sync()
+    cert = x509.load_pem_x509_certificate((tmp_path / "certs" / "tls.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    if dns:
+        assert dns in sans.get_values_for_type(x509.DNSName)
+    if ip:
+        assert ip in [str(a) for a in sans.get_values_for_type(x509.IPAddress)]
+    # And it stays: the next sync does not reissue it.
+    before = (tmp_path / "certs" / "tls.crt").read_bytes()
+    now[0] += datetime.timedelta(seconds=10)
+    _controller(tmp_path, cluster, [""], now, PRG_WEBHOOK_URL=url).sync()
+    assert (tmp_path / "certs" / "tls.crt").read_bytes() == before
+
+
+class _Ticks:
+    """A stop event for Controller.run whose wait returns at once, stopping after n."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def is_set(self) -> bool:
+        return self.n <= 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.n -= 1
+        return self.n <= 0
+
+
+def test_a_second_outage_is_logged_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure is logged once while it lasts, and again when it comes back after
+    syncs that worked (the controller remembered the last reason for ever)."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now)
+    # Registered first, so the syncs that work in between write nothing.
+    schedule = iter([False, True, True, False, False, True, True])
+    read = cluster.read_webhook_configuration
+
+    def flaky(name: str) -> dict[str, Any] | None:
+        if next(schedule):
+            raise ControllerError("the API server answered 503 Service Unavailable")
+        return read(name)
+
+    cluster.read_webhook_configuration = flaky  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="pod_replace_guard.controller"):
+        controller.run(_Ticks(7), ())  # type: ignore[arg-type]
+    failures = [r for r in caplog.records if "503" in r.getMessage()]
+    assert len(failures) == 2
+
+
+# CEL string literals (cel-spec, langdef.md "String and Bytes Values"): the escapes
+# below, and a \u or \U escape must name a Unicode scalar value (cel-go refuses a
+# surrogate: "invalid unicode code point"). No raw newline, carriage return, quote or
+# backslash.
+_CEL_SIMPLE = {
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "`": "`",
+    "?": "?",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+
+
+def _cel_unquote(literal: str) -> str:
+    assert literal[0] == literal[-1] == "'", literal
+    body, out, i = literal[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        assert ch not in "'\n\r", f"raw {ch!r} in a CEL string"
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        kind = body[i + 1]
+        if kind in _CEL_SIMPLE:
+            out.append(_CEL_SIMPLE[kind])
+            i += 2
+            continue
+        width = {"x": 2, "X": 2, "u": 4, "U": 8}.get(kind)
+        if width is not None:
+            digits = body[i + 2 : i + 2 + width]
+            assert len(digits) == width
+            assert all(c in "0123456789abcdefABCDEF" for c in digits)
+            code = int(digits, 16)
+            i += 2 + width
+        else:
+            digits = body[i + 1 : i + 4]
+            assert len(digits) == 3
+            assert digits[0] in "0123"
+            assert all(c in "01234567" for c in digits)
+            code = int(digits, 8)
+            i += 4
+        assert code <= 0x10FFFF
+        assert not 0xD800 <= code <= 0xDFFF, f"a surrogate {code:x} is no code point"
+        out.append(chr(code))
+    return "".join(out)
+
+
+def _cel_literals(expression: str) -> list[str]:
+    import re
+
+    listed = expression[expression.index(" in [") + 4 :]
+    literals = re.findall(r"'(?:[^'\\]|\\.)*'", listed)
+    return [_cel_unquote(literal) for literal in literals]
+
+
+HOSTILE_NAMES = [
+    "o'brien",
+    'ops"team',
+    "back\\slash",
+    "new\nline",
+    "tab\tcr\rx",
+    "a/b",
+    "caf\u00e9",
+    "line\u2028separator",
+    "emoji-\U0001f600",
+    "\U0010ffff-last",
+    "del\x7f",
+    "nul\x00",
+    '"] || true || ["',
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_exempt_names_are_valid_cel_string_literals(name: str) -> None:
+    """json.dumps wrote a character beyond the BMP as a UTF-16 surrogate pair
+    ("\\ud83d\\ude00"): CEL has no surrogates, so the API server refused the whole
+    configuration and the entry was never registered."""
+    settings = load_settings(
+        overrides={"exempt_users": ["alice", name], "exempt_groups": [name, "ops"]}
+    )
+    users, groups = (c["expression"] for c in webhook_entry(settings, "")["matchConditions"])
+    assert _cel_literals(users) == ["alice", name]
+    assert _cel_literals(groups) == [name, "ops"]
+
+
+def _tls_listener(
+    tmp_path: Path, names: list[str]
+) -> tuple[Any, bytes, Any]:  # (listening socket, CA PEM, server SSLContext)
+    import socket
+    import ssl
+
+    from webhook.certs import write_certificates
+
+    issued = write_certificates(tmp_path / "probe", names[0], "ns", hosts=names[1:])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(issued.out_dir / "tls.crt", issued.out_dir / "tls.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    return listener, (issued.out_dir / "ca.crt").read_bytes(), context
+
+
+def _serve_once(listener: Any, handle: Any) -> None:
+    import threading
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        try:
+            handle(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_the_probe_accepts_a_trusted_certificate_and_names_a_wrong_host(tmp_path: Path) -> None:
+    from webhook.controller import serves_trusted_certificate
+
+    listener, ca, context = _tls_listener(tmp_path, ["guard"])
+    port = listener.getsockname()[1]
+
+    def handshake(conn: Any) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+    _serve_once(listener, handshake)
+    assert serves_trusted_certificate("localhost", port, ca) == ""
+    _serve_once(listener, handshake)
+    why = serves_trusted_certificate("127.0.0.2", port, ca)
+    assert "does not trust" in why or "does not answer" in why
+    other_ca = write_certificates_ca(tmp_path / "other")
+    _serve_once(listener, handshake)
+    assert "does not trust" in serves_trusted_certificate("localhost", port, other_ca)
+    listener.close()
+
+
+def write_certificates_ca(directory: Path) -> bytes:
+    from webhook.certs import write_certificates
+
+    return (write_certificates(directory, "x", "ns").out_dir / "ca.crt").read_bytes()
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_the_probe_gives_up_in_bounded_time(tmp_path: Path, trickle: bool) -> None:
+    """A listener that accepts TCP and never completes a handshake: silent, or sending
+    a TLS record header for 16 KiB and then a byte a second (each read succeeds, so
+    a per-read timeout never fires): the sync must not hang on it."""
+    import time
+
+    from webhook.controller import PROBE_TIMEOUT_SECONDS, serves_trusted_certificate
+
+    listener, ca, _ = _tls_listener(tmp_path, ["guard"])
+    port = listener.getsockname()[1]
+
+    def slow(conn: Any) -> None:
+        conn.recv(4096)
+        if trickle:
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+        for _ in range(60):
+            if trickle:
+                conn.sendall(b"\x00")
+            time.sleep(0.5)
+
+    _serve_once(listener, slow)
+    started = time.monotonic()
+    why = serves_trusted_certificate("localhost", port, ca)
+    elapsed = time.monotonic() - started
+    assert "does not answer TLS" in why
+    assert elapsed < PROBE_TIMEOUT_SECONDS + 1.5, elapsed
+    listener.close()
+
+
+def test_a_new_target_is_probed_before_the_entry_points_at_it(tmp_path: Path) -> None:
+    """An upgrade that changes where the webhook is called (another Service, a wrong
+    URL) rewrote the entry at once: under failurePolicy Fail a target that does not
+    answer refuses every pod update, which is what the first registration's probe
+    exists to prevent."""
+    cluster, answer = MemoryCluster(), [""]
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    _controller(tmp_path, cluster, answer, now).sync()
+    answer[0] = "guard-v2.pod-replace-guard.svc:443 does not answer TLS"
+    moved = _controller(tmp_path, cluster, answer, now, PRG_SERVICE="guard-v2")
+    moved.sync()
+    (entry,) = _entries(cluster)
+    assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"
+    answer[0] = ""
+    moved.sync()
+    (entry,) = _entries(cluster)
+    assert entry["clientConfig"]["service"]["name"] == "guard-v2"
+    # A change that keeps the target (the timeout) needs no probe.
+    answer[0] = "down"
+    _controller(
+        tmp_path, cluster, answer, now, PRG_SERVICE="guard-v2", PRG_TIMEOUT_SECONDS="7"
+    ).sync()
+    assert _entries(cluster)[0]["timeoutSeconds"] == 7
+
+
+def test_the_ca_bundle_is_kept_current_while_a_new_target_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    cluster, answer = MemoryCluster(), [""]
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    _controller(tmp_path, cluster, answer, now).sync()
+    assert cluster.configuration is not None
+    digest = cluster.configuration["metadata"]["annotations"][DIGEST_ANNOTATION]
+    answer[0] = "down"
+    moved = _controller(tmp_path, cluster, answer, now, PRG_SERVICE="guard-v2")
+    for _ in range(60):  # 10 minutes of 6-minute CAs
+        now[0] += datetime.timedelta(seconds=10)
+        moved.sync()
+        (entry,) = _entries(cluster)
+        assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"
+        published = base64.b64decode(entry["clientConfig"]["caBundle"])
+        served = (tmp_path / "certs" / "tls.crt").read_bytes()
+        assert _verifies(published, served), now[0]
+    assert cluster.configuration["metadata"]["annotations"][DIGEST_ANNOTATION] == digest
+
+
+def _verifies(bundle: bytes, pem: bytes) -> bool:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    for ca in x509.load_pem_x509_certificates(bundle):
+        try:
+            cert.verify_directly_issued_by(ca)
+        except Exception:
+            continue
+        return True
+    return False
+
+
+class _VersionedCluster:
+    """The API server's optimistic concurrency: a write of an object read before the
+    last write is a Conflict. Every call is a point where another replica may run."""
+
+    def __init__(self, turn: Any) -> None:
+        self.turn = turn
+        self.objects: dict[str, dict[str, Any]] = {
+            "secret": {"metadata": {"name": "certs", "resourceVersion": "1"}},
+            "configuration": {"metadata": {"name": "guard", "resourceVersion": "1"}},
+        }
+        self.history: list[tuple[datetime.datetime, bytes]] = []
+
+    def _read(self, kind: str) -> dict[str, Any]:
+        self.turn()
+        return copy.deepcopy(self.objects[kind])
+
+    def _write(self, kind: str, body: dict[str, Any]) -> None:
+        self.turn()
+        current = self.objects[kind]["metadata"]["resourceVersion"]
+        if body["metadata"].get("resourceVersion") != current:
+            raise Conflict(kind)
+        body = copy.deepcopy(body)
+        body["metadata"]["resourceVersion"] = str(int(current) + 1)
+        self.objects[kind] = body
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read("secret")
+
+    def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self._write("secret", body)
+
+    def read_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        return self._read("configuration")
+
+    def replace_webhook_configuration(self, name: str, body: dict[str, Any]) -> None:
+        self._write("configuration", body)
+
+    def published(self) -> bytes | None:
+        for entry in self.objects["configuration"].get("webhooks") or []:
+            return base64.b64decode(entry["clientConfig"]["caBundle"])
+        return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_racing_replicas_never_serve_a_certificate_the_api_server_does_not_trust(
+    tmp_path: Path, seed: int
+) -> None:
+    """Three replicas' controllers on one Secret and one configuration, their calls
+    interleaved at random, the clock moving on: each replica's served certificate is
+    always trusted by the caBundle as the API server saw it 5 s ago
+    and as it is now."""
+    import random
+    import threading
+
+    # How late the API server sees a caBundle: well under PROPAGATION_GRACE (15 s).
+    lag = datetime.timedelta(seconds=5)
+    rng = random.Random(seed)
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    lock = threading.Condition()
+    state: dict[str, Any] = {"running": None, "waiting": set()}
+
+    def turn() -> None:
+        me = threading.current_thread().name
+        with lock:
+            state["running"] = None
+            state["waiting"].add(me)
+            lock.notify_all()
+            lock.wait_for(lambda: state["running"] == me)
+            state["waiting"].discard(me)
+
+    cluster = _VersionedCluster(turn)
+    replicas = [f"r{i}" for i in range(3)]
+    controllers = {
+        r: _controller(tmp_path / r, cluster, [""], now, PRG_SYNC_SECONDS="1")  # type: ignore[arg-type]
+        for r in replicas
+    }
+    done: set[str] = set()
+
+    def loop(name: str) -> None:
+        for _ in range(150):
+            with contextlib.suppress(Conflict):
+                controllers[name].sync()
+        with lock:
+            done.add(name)
+            state["running"] = None
+            lock.notify_all()
+
+    threads = [threading.Thread(target=loop, args=(r,), name=r, daemon=True) for r in replicas]
+    for thread in threads:
+        thread.start()
+    seen: list[tuple[datetime.datetime, bytes | None]] = []
+    cas: set[str | None] = set()
+    while True:
+        with lock:
+            lock.wait_for(
+                lambda: (
+                    state["running"] is None and len(state["waiting"]) + len(done) == len(replicas)
+                )
+            )
+            if len(done) == len(replicas):
+                break
+            now[0] += datetime.timedelta(seconds=rng.choice([0, 0, 0, 1, 2]))
+            published = cluster.published()
+            seen.append((now[0], published))
+            cas.add((cluster.objects["secret"].get("data") or {}).get("ca.crt"))
+            lagging = next((b for t, b in reversed(seen) if now[0] - t >= lag), None)
+            for r in replicas:
+                served = tmp_path / r / "certs" / "tls.crt"
+                if published is not None and served.exists():
+                    pem = served.read_bytes()
+                    assert _verifies(published, pem), (r, now[0])
+                    if lagging is not None:
+                        assert _verifies(lagging, pem), (r, now[0], "lagging")
+            state["running"] = rng.choice(sorted(state["waiting"]))
+            lock.notify_all()
+    for thread in threads:
+        thread.join()
+    assert len(cas - {None}) >= 3, "the CA was not renewed twice"
+
+
 def test_a_wiped_secret_keeps_serving_the_old_certificate_until_the_new_ca_is_published(
     tmp_path: Path,
 ) -> None:
@@ -264,7 +711,8 @@ def test_cel_strings_escape_quotes_backslashes_and_control_characters() -> None:
     assert cel_string("plain") == "'plain'"
     assert cel_string("o'brien") == "'o\\'brien'"
     assert cel_string("back\\slash") == "'back\\\\slash'"
-    assert cel_string("new\nline") == "'new\\x0aline'"
+    assert cel_string("new\nline") == "'new\\nline'"
+    assert cel_string("emoji-\U0001f600") == "'emoji-\\U0001f600'"
 
 
 def test_with_certificates_from_files_only_the_bundle_is_registered(tmp_path: Path) -> None:

@@ -134,3 +134,76 @@ def test_other_names_get_a_new_serving_certificate() -> None:
     renamed = plan(material, START, MINUTES, [*NAMES, "other"], material.bundle).material
     assert renamed.tls_cert != material.tls_cert
     assert renamed.ca_cert == material.ca_cert
+
+
+def _rolling(now: datetime.datetime) -> tuple[Material, datetime.datetime]:
+    """Material in the middle of a CA renewal: the new CA is in the Secret's bundle,
+    the serving certificate in service is still the old CA's."""
+    material = plan(None, now, MINUTES, NAMES, None).material
+    while True:
+        now += datetime.timedelta(seconds=10)
+        rolled = plan(material, now, MINUTES, NAMES, published=material.bundle).material
+        if rolled.ca_cert != material.ca_cert:
+            return rolled, now
+        material = rolled
+
+
+@pytest.mark.parametrize("minutes", [7, 12, 60, 60 * 24 * 365])
+def test_an_expired_ca_is_replaced_however_long_ago_it_expired(minutes: int) -> None:
+    """A clock jump, a cluster switched off for longer than the CA lives, or a Secret
+    restored from an old backup: plan made a serving certificate that would end before
+    it began (ValueError, every sync, for ever)."""
+    material = plan(None, START, MINUTES, NAMES, None).material
+    now = START + datetime.timedelta(minutes=minutes)
+    issued = plan(material, now, MINUTES, NAMES, published=material.bundle).material
+    assert _trusted(issued.bundle, issued.tls_cert)
+    assert _cert(issued.ca_cert).not_valid_after_utc > now
+    assert _cert(issued.tls_cert).not_valid_after_utc > now
+
+
+def test_a_certificate_that_is_not_a_ca_is_not_used_as_one() -> None:
+    material = plan(None, START, MINUTES, NAMES, None).material
+    # The serving certificate and its key, put where the CA belongs.
+    hostile = Material(
+        material.tls_cert, material.tls_key, material.tls_cert, material.tls_key, material.bundle
+    )
+    repaired = plan(hostile, START, MINUTES, NAMES, published=None).material
+    ca = _cert(repaired.ca_cert)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert _trusted(repaired.bundle, repaired.tls_cert)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"ca_key": b"not a key"},
+        {"ca_key": b""},
+        {"ca_cert": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
+    ],
+)
+def test_a_damaged_ca_does_not_replace_the_certificate_the_published_bundle_trusts(
+    broken: dict[str, bytes],
+) -> None:
+    """The serving certificate in service stays until a new CA's bundle is published:
+    a damaged CA must not make plan serve a certificate the API server cannot verify."""
+    material = plan(None, START, MINUTES, NAMES, None).material
+    published = material.bundle
+    now = START + datetime.timedelta(seconds=30)
+    damaged = Material(**{**material.__dict__, **broken})
+    repaired = plan(damaged, now, MINUTES, NAMES, published=published).material
+    assert _trusted(published, repaired.tls_cert), "served a certificate nobody trusts yet"
+    assert _trusted(repaired.bundle, repaired.tls_cert)
+    # The new CA joins the bundle, and its certificate is served once that is published.
+    assert _cert(repaired.ca_cert) in x509.load_pem_x509_certificates(repaired.bundle)
+    later = plan(repaired, now + PROPAGATION_GRACE * 2, MINUTES, NAMES, repaired.bundle).material
+    assert _trusted(repaired.ca_cert, later.tls_cert)
+
+
+def test_a_damaged_bundle_keeps_the_ca_of_the_certificate_in_service() -> None:
+    rolled, now = _rolling(START)
+    published = rolled.bundle
+    damaged = Material(**{**rolled.__dict__, "bundle": b"garbage"})
+    now += datetime.timedelta(seconds=1)
+    repaired = plan(damaged, now, MINUTES, NAMES, published=published).material
+    assert _trusted(repaired.bundle, repaired.tls_cert), "the bundle lost the serving CA"
+    assert _trusted(published, repaired.tls_cert)

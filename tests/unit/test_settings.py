@@ -507,3 +507,59 @@ def test_controller_settings_are_checked(env: dict[str, str], named: str) -> Non
 def test_a_namespace_selector_is_kept_as_canonical_json() -> None:
     settings = load_settings(environ={"PRG_NAMESPACE_SELECTOR": "matchLabels: {team: a}"})
     assert settings.namespace_selector == '{"matchLabels": {"team": "a"}}'
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        # int("²") fails though "²".isdigit(): a ValueError, not a ConfigError.
+        ({"PRG_CA_LIFETIME": "²d"}, "PRG_CA_LIFETIME"),
+        ({"PRG_CA_LIFETIME": "\u0663\u0666\u0665d"}, "PRG_CA_LIFETIME"),
+        # Past the year 9999: make_ca raised OverflowError in every sync.
+        ({"PRG_CA_LIFETIME": "999999999d"}, "PRG_CA_LIFETIME"),
+        ({"PRG_CA_LIFETIME": "3000000d", "PRG_CERT_LIFETIME": "3000000d"}, "LIFETIME"),
+        # What the API server refuses in clientConfig.url: the controller retried a 422
+        # for ever, or crashed on the port.
+        ({"PRG_WEBHOOK_URL": "https://"}, "PRG_WEBHOOK_URL"),
+        ({"PRG_WEBHOOK_URL": "https://guard:99999/validate"}, "PRG_WEBHOOK_URL"),
+        ({"PRG_WEBHOOK_URL": "https://[::1/validate"}, "PRG_WEBHOOK_URL"),
+        ({"PRG_WEBHOOK_URL": "https://user:pw@guard/validate"}, "PRG_WEBHOOK_URL"),
+        ({"PRG_WEBHOOK_URL": "https://guard/validate?x=1"}, "PRG_WEBHOOK_URL"),
+        ({"PRG_WEBHOOK_URL": "https://guard/validate#f"}, "PRG_WEBHOOK_URL"),
+        ({"PRG_SERVICE": "My_Service"}, "PRG_SERVICE"),
+        (
+            {"PRG_NAMESPACE_SELECTOR": '{"matchExpressions": [{"key": "a", "operator": "In"}]}'},
+            "PRG_NAMESPACE_SELECTOR",
+        ),
+        (
+            {
+                "PRG_NAMESPACE_SELECTOR": '{"matchExpressions": '
+                '[{"key": "a", "operator": "Exists", "values": ["x"]}]}'
+            },
+            "PRG_NAMESPACE_SELECTOR",
+        ),
+        (
+            {
+                "PRG_NAMESPACE_SELECTOR": '{"matchExpressions": '
+                '[{"key": "a", "operator": "In", "values": [1]}]}'
+            },
+            "PRG_NAMESPACE_SELECTOR",
+        ),
+        # An undecodable byte in the environment (surrogateescape): no CEL string, nor
+        # JSON to send, can hold it.
+        ({"PRG_EXEMPT_USERS": "alice,bob\udcff"}, "PRG_EXEMPT_USERS"),
+        ({"PRG_EXEMPT_GROUPS": "ops\udcff"}, "PRG_EXEMPT_GROUPS"),
+    ],
+)
+def test_controller_settings_the_cluster_would_refuse_are_refused_first(
+    env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=env)
+
+
+def test_a_century_and_leading_zeros_are_fine() -> None:
+    settings = load_settings(environ={"PRG_CA_LIFETIME": "36500d", "PRG_CERT_LIFETIME": "007d"})
+    assert (settings.ca_lifetime, settings.cert_lifetime) == ("36500d", "007d")
+    url = "https://[fd00::7]:8443/validate"
+    assert load_settings(environ={"PRG_WEBHOOK_URL": url}).webhook_url == url

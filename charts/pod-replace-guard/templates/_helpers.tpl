@@ -186,6 +186,9 @@ form; this repeats it for --skip-schema-validation, and checks what a pattern ca
 {{- if lt (include "prg.durationSeconds" $value | atoi) $minimum -}}
 {{- fail (printf "certificates.controller.%s must be at least %d s" $key $minimum) -}}
 {{- end -}}
+{{- if gt (include "prg.durationSeconds" $value | atoi) (mul 36500 86400) -}}
+{{- fail (printf "certificates.controller.%s must be at most 36500d" $key) -}}
+{{- end -}}
 {{- end -}}
 {{- if gt (include "prg.durationSeconds" $c.certLifetime | atoi) (include "prg.durationSeconds" $c.caLifetime | atoi) -}}
 {{- fail "certificates.controller.certLifetime must not be longer than caLifetime" -}}
