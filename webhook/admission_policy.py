@@ -215,8 +215,15 @@ def _quote(text: str) -> str:
 
 
 def _or_empty(optional: str, empty: str) -> str:
-    """CEL: the value of ``optional``, or ``empty`` if it is absent, null or empty."""
-    return f"optional.ofNonZeroValue({optional}.orValue({empty})).orValue({empty})"
+    """CEL: the value of ``optional``, or ``empty`` if it is absent or null."""
+    return f"[{optional}.orValue({empty})].map(e, e == null ? {empty} : e)[0]"
+
+
+def _is_empty(value: str) -> str:
+    """CEL: ``value`` (a string, list, map or object, or null) is null or empty. Not
+    ``optional.ofNonZeroValue``: an object that kube-apiserver 1.37 types from the
+    schema is not a zero value when empty."""
+    return f"{value} == null || size({value}) == 0"
 
 
 def _bind(name: str, value: str, body: str) -> str:
@@ -360,9 +367,8 @@ class _Generator:
                     x, _or_empty(a, "{}"), _bind(y, _or_empty(b, "{}"), f"{one} && {two}")
                 )
         if kind in ("object", "map", "list", "string"):
-            return f"optional.ofNonZeroValue({a}.orValue(null)) == " + (
-                f"optional.ofNonZeroValue({b}.orValue(null))"
-            )
+            both = f"[{a}.orValue(null), {b}.orValue(null)]"
+            return f"{a} == {b} || {both}.all(e, {_is_empty('e')})"
         return f"{a} == {b}"
 
     def walk(
