@@ -5,23 +5,25 @@ cluster, or the trimmed copy in ``webhook/schemas/``) and the settings, returns 
 policy and its binding as plain dicts. The CLI's ``policy`` command does the I/O.
 
 CEL cannot say "every field except these" (kubernetes#127215), so the policy names
-every field the schema has and :mod:`webhook.rules` does not make updatable, and
-compares each with the webhook's semantics:
+every field the schema has and :mod:`webhook.rules` does not make updatable, at the
+level where a rule (or :data:`LOOSE_PATHS`) lies beneath:
 
-- absent, null, ``{}``, ``[]`` and ``""`` are equal, at every depth (objects are
-  compared property by property, string maps value by value, lists of objects item
-  by item);
-- lists are compared whole (length, then item by item) unless the rules descend into
-  their items (``spec.containers[*].image``): then items are matched by position and
-  each item's frozen properties compared, naming ``spec.containers[2].env``;
-- maps with free keys (``additionalProperties``) are compared whole;
-- a subtree the schema does not describe (no type, ``x-kubernetes-preserve-unknown-
-  fields``, int-or-string) is compared whole;
+- a frozen field is compared whole, ``object.?spec[?k] != oldObject.?spec[?k]`` for
+  each name of a list: one native equality per subtree, whatever it holds;
+- the objects a rule lies beneath (metadata, spec) are walked property by property;
+- lists the rules descend into (``spec.containers[*].image``) are compared whole, and
+  only if they differ matched by position, each item's frozen properties compared,
+  naming ``spec.containers[2].env``;
+- :data:`LOOSE_PATHS` compare absent and empty alike, where the API server lets the
+  one replace the other;
 - ``SERVER_MANAGED_PATHS`` are ignored; ``FINALIZERS_PATH`` may lose entries (as a
   multiset) when the old pod is being deleted.
 
+Every term of the CEL is preceded by a ``//`` comment saying what it compares.
+
 The one difference that remains: the webhook freezes fields it has never seen, the
-policy only the fields of the schema it was generated from. The policy records which
+policy only the fields of the schema it was generated from at the levels it walks
+(beneath a subtree compared whole, every field counts). The policy records which
 fields those were (:data:`FIELDS_ANNOTATION`) so that :func:`uncovered_fields` can
 report what a newer schema adds.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -60,6 +63,32 @@ RUNTIME_COST_BUDGET: Final = 10_000_000
 # cel-go's parser refuses expressions over 100,000 code points; the spec is split into
 # variables well below that (each also gets its own per-call cost limit).
 MAX_VARIABLE_LENGTH: Final = 20_000
+
+# Both pods reach admission through the same typed conversion (Go structs, then JSON),
+# so a frozen field is compared whole, with one native equality: "not set" is rendered
+# the same way in both, except where the Go type allows two renderings that the API
+# server's own update validation lets through to admission (apiequality.Semantic takes
+# a nil slice or map for an empty one; a few fields are mutable for some pods). There,
+# and only there, the policy compares as the webhook does at that level: absent, null,
+# {}, [] and "" alike, and in a map of strings a key whose value is "" alike with no key.
+# Beneath these paths every optional field is omitempty or a pointer that validation
+# tells from an empty value (k8s.io/api core/v1 types.go). Each case is sent through a
+# real API server (tests/e2e/test_policy_equivalence.py, EMPTY_CASES).
+LOOSE_PATHS: Final[dict[str, str]] = {
+    "spec.nodeSelector": 'a scheduling-gated pod may gain a key whose value is ""',
+    "spec.affinity.nodeAffinity": "a scheduling-gated pod may gain or lose nodeAffinity: {}",
+    "spec.volumes[*].projected.sources": "not omitempty in the Go type: null or []",
+}
+
+_IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# CEL's reserved words cannot follow ``.?`` (cel-spec, "Syntax").
+_CEL_RESERVED: Final = frozenset(
+    {
+        "as", "break", "const", "continue", "else", "false", "for", "function", "if",
+        "import", "in", "let", "loop", "package", "namespace", "null", "return", "true",
+        "var", "void", "while",
+    }
+)  # fmt: skip
 
 _SCHEMA_KEEP: Final = (
     "type",
@@ -94,13 +123,16 @@ def _not_compared_directly() -> tuple[str, ...]:
 
 
 def _rule_kind(rule_path: str, rules: tuple[str, ...]) -> str:
-    """free (a rule allows it), items (rules descend into its items), within (rules
-    descend into its properties) or frozen."""
+    """free (a rule allows it), loose (:data:`LOOSE_PATHS`), items (rules descend into
+    its items), within (rules descend into its properties) or frozen (compared whole)."""
     if rule_path in rules:
         return "free"
-    if any(rule.startswith(rule_path + WILDCARD) for rule in rules):
+    if rule_path in LOOSE_PATHS:
+        return "loose"
+    below = (*rules, *LOOSE_PATHS)
+    if any(rule.startswith(rule_path + WILDCARD) for rule in below):
         return "items"
-    if any(rule.startswith(rule_path + ".") for rule in rules):
+    if any(rule.startswith(rule_path + ".") for rule in below):
         return "within"
     return "frozen"
 
@@ -182,6 +214,18 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _or_empty(optional: str, empty: str) -> str:
+    """CEL: the value of ``optional``, or ``empty`` if it is absent or null."""
+    return f"[{optional}.orValue({empty})].map(e, e == null ? {empty} : e)[0]"
+
+
+def _is_empty(value: str) -> str:
+    """CEL: ``value`` (a string, list, map or object, or null) is null or empty. Not
+    ``optional.ofNonZeroValue``: an object that kube-apiserver 1.37 types from the
+    schema is not a zero value when empty."""
+    return f"{value} == null || size({value}) == 0"
+
+
 def _bind(name: str, value: str, body: str) -> str:
     """CEL ``body`` (a bool) with ``name`` bound to ``value``: a one-item ``all``, since
     the API server's CEL environment has no ``cel.bind``."""
@@ -215,6 +259,79 @@ def _kind(schema: Mapping[str, Any]) -> str:
     return "whole"
 
 
+@dataclass(frozen=True)
+class _Shown:
+    """A path as the policy names it: literal text and list indexes bound in CEL
+    (``spec.volumes[`` i ``].projected``)."""
+
+    parts: tuple[tuple[bool, str], ...] = ()  # (is an index variable, text)
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def literal(self, text: str) -> _Shown:
+        return _Shown((*self.parts, (False, text)))
+
+    def key(self, key: str) -> _Shown:
+        return self.literal("." + key if self.parts else key)
+
+    def item(self, index: str) -> _Shown:
+        return _Shown((*self.parts, (False, "["), (True, index), (False, "]")))
+
+    def cel(self) -> str:
+        """A CEL string expression: ``'spec.volumes[' + string(i) + '].projected'``."""
+        merged: list[str] = []
+        text = ""
+        for variable, part in self.parts:
+            if variable:
+                if text:
+                    merged.append(_quote(text))
+                merged.append(f"string({part})")
+                text = ""
+            else:
+                text += part
+        if text or not merged:
+            merged.append(_quote(text))
+        return " + ".join(merged)
+
+    def text(self) -> str:
+        """For comments: ``spec.volumes[i].projected``."""
+        return "".join("i" if variable else part for variable, part in self.parts)
+
+
+@dataclass(frozen=True)
+class _Term:
+    """One CEL list of changed paths, the comment that says what it compares, and the
+    variable it belongs to."""
+
+    expression: str
+    comment: str
+    group: str
+
+
+def _access(base: str, key: str) -> str:
+    """``base.?key`` (an optional), or ``base[?'key']`` for a key that is no identifier."""
+    if _IDENT.match(key) and key not in _CEL_RESERVED:
+        return f"{base}.?{key}"
+    return f"{base}[?{_quote(key)}]"
+
+
+def _wrap(names: list[str], indent: str, width: int = 88) -> str:
+    """``['a', 'b', ...]`` over as many lines as it takes."""
+    lines: list[str] = []
+    line = ""
+    for name in names:
+        item = _quote(name) + ", "
+        if line and len(indent) + len(line) + len(item) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += item
+    lines.append(line.rstrip().rstrip(","))
+    if len(lines) == 1:
+        return "[" + lines[0] + "]"
+    return "[\n" + "\n".join(indent + "  " + text for text in lines) + "\n" + indent + "]"
+
+
 @dataclass
 class _Generator:
     resolver: _Resolver
@@ -233,40 +350,25 @@ class _Generator:
                 properties if isinstance(properties, Mapping) else ()
             )
 
-    def equal(self, schema: Mapping[str, Any], a: str, b: str) -> str:
-        """CEL: optionals ``a`` and ``b`` are equal under the webhook's semantics."""
-        name, schema = self.resolver.resolve(schema)
-        self._record(name, schema)
+    def loosely_equal(self, schema: Mapping[str, Any], a: str, b: str) -> str:
+        """CEL: optionals ``a`` and ``b`` equal as the webhook compares them at this level
+        (absent, null, {}, [] and "" alike; in a map of strings, a key whose value is ""
+        alike with no key), what lies beneath compared whole. Only for
+        :data:`LOOSE_PATHS`, where nothing beneath can differ that way."""
+        _, schema = self.resolver.resolve(schema)
         kind = _kind(schema)
-        if kind == "string":
-            return f"{a}.orValue('') == {b}.orValue('')"
-        if kind == "object":
-            parts = [
-                self.equal(prop, f"{a}[?{_quote(key)}]", f"{b}[?{_quote(key)}]")
-                for key, prop in sorted(schema["properties"].items())
-            ]
-            return "(" + " && ".join(parts) + ")"
         if kind == "map":
             _, values = self.resolver.resolve(schema["additionalProperties"])
             if _kind(values) == "string":
                 x, y, k = self._var("m"), self._var("n"), self._var("k")
                 one = f"{x}.all({k}, {x}[{k}] == '' || {y}[?{k}].orValue('') == {x}[{k}])"
                 two = f"{y}.all({k}, {y}[{k}] == '' || {x}[?{k}].orValue('') == {y}[{k}])"
-                return _bind(
-                    x, f"{a}.orValue({{}})", _bind(y, f"{b}.orValue({{}})", f"{one} && {two}")
+                return f"{a} == {b} || " + _bind(
+                    x, _or_empty(a, "{}"), _bind(y, _or_empty(b, "{}"), f"{one} && {two}")
                 )
-            return f"{a}.orValue({{}}) == {b}.orValue({{}})"
-        if kind == "list":
-            item_name, items = self.resolver.resolve(schema["items"])
-            if _kind(items) in ("object", "map"):
-                x, y, i, v = self._var("l"), self._var("r"), self._var("i"), self._var("v")
-                inner = self.equal(
-                    schema["items"], f"optional.of(dyn({v}))", f"optional.of(dyn({y}[{i}]))"
-                )
-                body = f"{x}.size() == {y}.size() && {x}.all({i}, {v}, {inner})"
-                return _bind(x, f"{a}.orValue([])", _bind(y, f"{b}.orValue([])", body))
-            self._record(item_name, items)
-            return f"{a}.orValue([]) == {b}.orValue([])"
+        if kind in ("object", "map", "list", "string"):
+            both = f"[{a}.orValue(null), {b}.orValue(null)]"
+            return f"{a} == {b} || {both}.all(e, {_is_empty('e')})"
         return f"{a} == {b}"
 
     def walk(
@@ -275,72 +377,113 @@ class _Generator:
         rule_path: str,
         a: str,
         b: str,
-        path: str,
-        index: str = "",
-    ) -> Iterator[tuple[str, str]]:
-        """(CEL list expression of changed paths, path) for each frozen property.
+        shown: _Shown,
+        group: str = "",
+        indent: str = "",
+    ) -> Iterator[_Term]:
+        """The terms that compare the properties of the object at ``shown``: one for the
+        frozen ones (each compared whole), one per property the rules or
+        :data:`LOOSE_PATHS` descend into.
 
-        ``rule_path`` is the path in the rules' notation (``spec.containers[*]``),
-        ``path`` the one shown (``spec.containers[`` + index + ``]``)."""
+        ``rule_path`` is the path in the rules' notation (``spec.containers[*]``);
+        ``a`` and ``b`` are the new and the old object there (maps or optionals)."""
         name, schema = self.resolver.resolve(schema)
         self._record(name, schema)
         properties = schema.get("properties")
         if not isinstance(properties, Mapping):
-            raise SchemaError(f"{path or 'the Pod'} has no properties in the schema")
+            raise SchemaError(f"{shown.text() or 'the Pod'} has no properties in the schema")
         rules = _not_compared_directly()
+        frozen: list[str] = []
+        nested: list[_Term] = []
         for key, prop in sorted(properties.items()):
-            here = f"{path}.{key}" if path else key
+            here = shown.key(key)
             child_rule = f"{rule_path}.{key}" if rule_path else key
-            shown = (
-                _quote(here)
-                if not index
-                else f"{_quote(path + '[')} + string({index}) + {_quote('].' + key)}"
-            )
-            a_key, b_key = f"{a}[?{_quote(key)}]", f"{b}[?{_quote(key)}]"
+            a_key, b_key = _access(a, key), _access(b, key)
             kind = _rule_kind(child_rule, rules)
             if kind == "frozen":
-                yield f"({self.equal(prop, a_key, b_key)} ? [] : [{shown}])", here
+                self.resolver.resolve(prop)  # a broken $ref is an error even here
+                frozen.append(key)
+            elif kind == "loose":
+                check = self.loosely_equal(prop, a_key, b_key)
+                nested.append(
+                    _Term(
+                        f"({check} ? [] : [{here.cel()}])",
+                        f'{here.text()}: absent, null, {{}}, [] and "" alike (here, not '
+                        f"beneath),\n{indent}// as {LOOSE_PATHS[child_rule]}",
+                        group or key,
+                    )
+                )
             elif kind == "items":
-                yield self._items(prop, child_rule + WILDCARD, a_key, b_key, here), here
+                nested.append(self._items(prop, child_rule + WILDCARD, a_key, b_key, here, indent))
             elif kind == "within":
-                yield from self.walk(prop, child_rule, a_key, b_key, here)
+                nested.extend(self.walk(prop, child_rule, a_key, b_key, here, group or key, indent))
+        if frozen:
+            compared = f".filter(k, {a}[?k] != {b}[?k])"
+            named = f".map(k, {shown.literal('.').cel()} + k)" if shown else ""
+            yield _Term(
+                _wrap(frozen, indent) + compared + named,
+                f"{shown.text() or 'the pod'}: these fields unchanged, each compared whole",
+                group or "+".join(frozen),
+            )
+        yield from nested
 
-    def _items(self, schema: Mapping[str, Any], rule_path: str, a: str, b: str, path: str) -> str:
-        """A list the rules descend into: same length, items matched by position."""
+    def _items(
+        self, schema: Mapping[str, Any], rule_path: str, a: str, b: str, shown: _Shown, indent: str
+    ) -> _Term:
+        """A list the rules descend into: unchanged as a whole, or the same length with
+        the items matched by position, each item's fields compared."""
         _, schema = self.resolver.resolve(schema)
         if _kind(schema) != "list":
-            raise SchemaError(f"{path} is not a list in the schema")
-        x, y, i, v = self._var("l"), self._var("r"), self._var("i"), self._var("v")
-        per_item = [
-            expression
-            for expression, _ in self.walk(
-                schema["items"],
-                rule_path,
-                f"optional.of(dyn({v}))",
-                f"optional.of(dyn({y}[{i}]))",
-                path,
-                i,
+            raise SchemaError(f"{shown.text()} is not a list in the schema")
+        x, y = self._var("l"), self._var("r")
+        i, v = self._var("i"), self._var("v")
+        inner = indent + "    "
+        per_item = list(
+            self.walk(
+                schema["items"], rule_path, v, f"{y}[{i}]", shown.item(i), shown.text(), inner
             )
-        ]
-        changed = " + ".join(per_item) if per_item else "[]"
-        body = (
-            f"{x}.size() != {y}.size() ? [{_quote(path)}] : "
-            f"{x}.transformList({i}, {v}, ({changed}).join(', ')).filter(s, s != '')"
         )
-        return _bind_list(x, f"{a}.orValue([])", _bind_list(y, f"{b}.orValue([])", body))
+        changed = (
+            f"\n{inner}+ ".join(f"// {t.comment}\n{inner}{t.expression}" for t in per_item)
+            if per_item
+            else "[]"
+        )
+        free = sorted(
+            rule[len(rule_path) + 1 :]
+            for rule in _not_compared_directly()
+            if rule.startswith(rule_path + ".")
+        )
+        body = (
+            f"{x}.size() != {y}.size() ? [{shown.cel()}] :\n{indent}  "
+            f"{x}.transformList({i}, {v}, {v} == {y}[{i}] ? '' : (\n{inner}{changed}\n"
+            f"{indent}  ).join(', ')).filter(s, s != '')"
+        )
+        expression = f"{a} == {b} ? [] :\n{indent}" + _bind_list(
+            x, _or_empty(a, "[]"), _bind_list(y, _or_empty(b, "[]"), body)
+        )
+        but = f", all fields but {', '.join(free)}" if free else ""
+        return _Term(
+            expression,
+            f"{shown.text()}: unchanged, or as many items matched by position{but}",
+            shown.text(),
+        )
 
 
-def _finalizers_expression() -> str:
+def _finalizers_term() -> _Term:
     """Finalizers unchanged, or (old pod being deleted) only removed, as multisets."""
     parent, _, key = FINALIZERS_PATH.rpartition(".")
-    new = f"object[?'{parent}'][?'{key}'].orValue([])"
-    old = f"oldObject[?'{parent}'][?'{key}'].orValue([])"
-    deleting = f"oldObject[?'{parent}'][?'deletionTimestamp'].orValue('') != ''"
+    new = _access(_access("object", parent), key) + ".orValue([])"
+    old = _access(_access("oldObject", parent), key) + ".orValue([])"
+    deleting = _access(_access("oldObject", parent), "deletionTimestamp") + ".orValue('') != ''"
     kept = (
         f"fn == fo || ({deleting} && "
         "fn.all(f, fn.filter(g, g == f).size() <= fo.filter(g, g == f).size()))"
     )
-    return f"({_bind('fn', new, _bind('fo', old, kept))} ? [] : [{_quote(FINALIZERS_PATH)}])"
+    return _Term(
+        f"({_bind('fn', new, _bind('fo', old, kept))} ? [] : [{_quote(FINALIZERS_PATH)}])",
+        f"{FINALIZERS_PATH}: unchanged, or (the old pod being deleted) only removed",
+        parent,
+    )
 
 
 @dataclass(frozen=True)
@@ -366,26 +509,33 @@ def _covered_fields(
     return covered, variables
 
 
+def _variable_name(group: str) -> str:
+    """``spec.containers`` -> ``changedSpecContainers``, ``apiVersion+kind`` ->
+    ``changedApiVersionKind``."""
+    parts = re.split(r"[.+]", group)
+    return "changed" + "".join(part[:1].upper() + part[1:] for part in parts)
+
+
 def _variables(generator: _Generator, pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(variable name, CEL list of changed paths): one per top-level group.
+    """(variable name, CEL list of changed paths): one per group of fields (the pod's
+    own, metadata, spec, and each list the rules descend into), each term preceded by a
+    ``//`` comment saying what it compares.
 
     Each variable is its own CEL program with its own per-call cost limit, so the
     containers do not share a limit with the rest of the spec.
     """
     groups: dict[str, list[list[str]]] = {}
-    for expression, path in generator.walk(pod, "", "object", "oldObject", ""):
-        top = path.split(".")[0]
-        group = path if path in ("spec.containers", "spec.initContainers") else top
-        chunks = groups.setdefault(group, [[]])
-        if sum(map(len, chunks[-1])) + len(expression) > MAX_VARIABLE_LENGTH and chunks[-1]:
+    terms = [*generator.walk(pod, "", "object", "oldObject", _Shown()), _finalizers_term()]
+    for term in terms:
+        text = f"// {term.comment}\n{term.expression}"
+        chunks = groups.setdefault(term.group, [[]])
+        if sum(map(len, chunks[-1])) + len(text) > MAX_VARIABLE_LENGTH and chunks[-1]:
             chunks.append([])
-        chunks[-1].append(expression)
-    groups.setdefault("metadata", [[]])[-1].append(_finalizers_expression())
+        chunks[-1].append(text)
     for group, chunks in groups.items():
-        name = "".join(part[:1].upper() + part[1:] for part in group.split("."))
-        for number, expressions in enumerate(chunks, 1):
+        for number, texts in enumerate(chunks, 1):
             suffix = str(number) if len(chunks) > 1 else ""
-            yield "changed" + name + suffix, " +\n".join(expressions)
+            yield _variable_name(group) + suffix, "\n+ ".join(texts)
 
 
 def _message_expression() -> str:

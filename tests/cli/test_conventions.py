@@ -83,7 +83,7 @@ SCENARIOS: dict[tuple[str, int], Callable[[Path], list[list[str]]]] = {
             "policy",
             "--check",
             "--policy",
-            _installed_policy(tmp, drop="io.k8s.api.core.v1.SecurityContext.procMount"),
+            _installed_policy(tmp, drop="io.k8s.api.core.v1.Container.workingDir"),
         ]
     ],
     ("certs", 0): lambda tmp: [

@@ -73,7 +73,7 @@ def test_a_schema_file(tmp_path: Path) -> None:
     path.write_text(json.dumps(schema))
     result = run("policy", "--schema", str(path))
     assert result.returncode == 0, result.stderr
-    assert "[?'newField']" in result.stdout
+    assert "'newField'" in result.stdout  # in the spec's list of fields compared whole
     assert str(path) in result.stdout.splitlines()[1]
 
 
@@ -98,7 +98,7 @@ def test_check_passes_for_a_policy_from_the_same_schema(tmp_path: Path) -> None:
 
 
 def test_check_fails_naming_the_fields_a_newer_schema_adds(tmp_path: Path) -> None:
-    field = "io.k8s.api.core.v1.SecurityContext.procMount"
+    field = "io.k8s.api.core.v1.Container.workingDir"
     result = run("policy", "--check", "--policy", str(installed_policy(tmp_path, drop=field)))
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines()[:2] == [

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ FUZZ_PAIRS = 400
 # The API server's own ValidatePodUpdate refuses most spec changes before admission, so
 # the fuzzer's pairs rarely reach a denial; these pairs mutate where admission decides.
 ADMISSION_PAIRS = 300
+# Pairs aimed at "not set" rendered several ways (EMPTY_CASES, fuzzed).
+EMPTY_FUZZ_PAIRS = 200
 THREADS = 6
 # Metadata the API server sets itself; a created pod cannot carry the example's values.
 SERVER_SET = (
@@ -85,6 +87,7 @@ class Verdict:
     outcome: str  # allowed, denied, or "refused <status>" before admission
     source: str = ""  # webhook or policy, for denials
     paths: tuple[str, ...] = ()
+    detail: str = field(default="", compare=False)  # why it was refused, for the log
 
     def __str__(self) -> str:
         shown = f" by the {self.source}: {', '.join(self.paths)}" if self.source else ""
@@ -107,6 +110,151 @@ def table_pairs() -> list[Pair]:
             case.old_only(old)
             case.change(new)
             pairs.append(Pair(f"{table}: {case.name}", old, new))
+    return pairs
+
+
+# "Not set" rendered two ways in the old and the new pod (absent, null, {}, [], ""),
+# for whole subtrees the policy compares with one equality and for the LOOSE_PATHS of
+# webhook.admission_policy: which of them the API server lets through to admission,
+# and that both give the same verdict there. (name, both, old only, new only): dotted
+# paths (list indexes as numbers) set to a value, or removed with ABSENT.
+ABSENT = object()
+Edits = dict[str, Any]
+# A pod with a nodeName cannot be gated.
+_GATED: Edits = {"spec.schedulingGates": [{"name": "example.com/gate"}], "spec.nodeName": ABSENT}
+_NO_VOLUMES: Edits = {
+    "spec.automountServiceAccountToken": False,  # no service account volume injected
+    "spec.volumes": ABSENT,
+    "spec.containers.0.volumeMounts": ABSENT,
+}
+_PROJECTED: Edits = {
+    **_NO_VOLUMES,
+    "spec.volumes": [{"name": "p", "projected": {"sources": []}}],
+}
+_PROJECTED_CM: Edits = {
+    **_NO_VOLUMES,
+    "spec.volumes": [
+        {"name": "p", "projected": {"sources": [{"configMap": {"name": "c", "items": []}}]}}
+    ],
+}
+_REQUIRED = {
+    "requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Exists"}]}]
+    }
+}
+_GATED_EMPTY_NODES: Edits = {**_GATED, "spec.affinity": {"nodeAffinity": {}}}
+_OWNER = {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": "u1"}
+EMPTY_CASES: list[tuple[str, Edits, Edits, Edits]] = [
+    ("affinity {} -> absent", {}, {"spec.affinity": {}}, {}),
+    ("affinity absent -> {}", {}, {}, {"spec.affinity": {}}),
+    ("affinity {} -> null", {}, {"spec.affinity": {}}, {"spec.affinity": None}),
+    ("volumes [] -> absent", _NO_VOLUMES, {"spec.volumes": []}, {}),
+    ("volumes absent -> []", _NO_VOLUMES, {}, {"spec.volumes": []}),
+    ("volumes absent -> null", _NO_VOLUMES, {}, {"spec.volumes": None}),
+    ("securityContext {} -> absent", {}, {"spec.securityContext": {}}, {}),
+    ("securityContext absent -> {}", {}, {}, {"spec.securityContext": {}}),
+    ("securityContext {} -> null", {}, {"spec.securityContext": {}},
+     {"spec.securityContext": None}),
+    ("dnsConfig absent -> {}", {}, {}, {"spec.dnsConfig": {}}),
+    ("dnsConfig {} -> absent", {}, {"spec.dnsConfig": {}}, {}),
+    ("hostAliases absent -> []", {}, {}, {"spec.hostAliases": []}),
+    ("readinessGates absent -> []", {}, {}, {"spec.readinessGates": []}),
+    ("overhead absent -> {}", {}, {}, {"spec.overhead": {}}),
+    ("runtimeClassName absent -> ''", {}, {}, {"spec.runtimeClassName": ""}),
+    ("priorityClassName absent -> ''", {}, {}, {"spec.priorityClassName": ""}),
+    ("hostnameOverride absent -> ''", {}, {}, {"spec.hostnameOverride": ""}),
+    ("imagePullSecrets absent -> [{}]", {}, {}, {"spec.imagePullSecrets": [{}]}),
+    ("container securityContext absent -> {}", {}, {},
+     {"spec.containers.0.securityContext": {}}),
+    ("container resources {} -> absent", {}, {}, {"spec.containers.0.resources": ABSENT}),
+    ("container env [] -> absent", {}, {"spec.containers.0.env": []},
+     {"spec.containers.0.env": ABSENT}),
+    ("container command absent -> []", {}, {}, {"spec.containers.0.command": []}),
+    ("container lifecycle absent -> {}", {}, {}, {"spec.containers.0.lifecycle": {}}),
+    ("container image and env [] -> absent", {}, {"spec.containers.0.env": []},
+     {"spec.containers.0.env": ABSENT, "spec.containers.0.image": "beego:v2"}),
+    ("emptyDir {} -> {medium: ''}", {}, {}, {"spec.volumes.0.emptyDir": {"medium": ""}}),
+    ("emptyDir {} -> null", {}, {}, {"spec.volumes.0.emptyDir": None}),
+    ("projected sources [] -> null", _PROJECTED, {}, {"spec.volumes.0.projected.sources": None}),
+    ("projected sources null -> []", _PROJECTED, {"spec.volumes.0.projected.sources": None}, {}),
+    ("projected sources [] -> absent", _PROJECTED, {},
+     {"spec.volumes.0.projected.sources": ABSENT}),
+    ("projected sources [] -> [] and an image", _PROJECTED, {},
+     {"spec.containers.0.image": "beego:v2"}),
+    ("projected items [] -> absent", _PROJECTED_CM, {},
+     {"spec.volumes.0.projected.sources.0.configMap.items": ABSENT}),
+    ("projected configMap {name} -> {name, optional: null}", _PROJECTED_CM, {},
+     {"spec.volumes.0.projected.sources.0.configMap.optional": None}),
+    ("gated: affinity absent -> {nodeAffinity: {}}", _GATED, {},
+     {"spec.affinity": {"nodeAffinity": {}}}),
+    ("gated: affinity {nodeAffinity: {}} -> absent", _GATED,
+     {"spec.affinity": {"nodeAffinity": {}}}, {}),
+    ("gated: affinity {} -> {nodeAffinity: {}}", _GATED, {"spec.affinity": {}},
+     {"spec.affinity": {"nodeAffinity": {}}}),
+    ("gated: affinity absent -> {}", _GATED, {}, {"spec.affinity": {}}),
+    ("gated: nodeAffinity {} -> {preferred: []}", _GATED_EMPTY_NODES, {},
+     {"spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution": []}),
+    ("gated: nodeAffinity {} -> {required: null}", _GATED_EMPTY_NODES, {},
+     {"spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution": None}),
+    ("gated: nodeAffinity absent -> a required term", _GATED, {},
+     {"spec.affinity": {"nodeAffinity": _REQUIRED}}),
+    ("gated: nodeAffinity {} -> a required term", _GATED, {"spec.affinity": {"nodeAffinity": {}}},
+     {"spec.affinity": {"nodeAffinity": _REQUIRED}}),
+    ("gated: required term values absent -> []",
+     {**_GATED, "spec.affinity": {"nodeAffinity": _REQUIRED}}, {},
+     {"spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution."
+      "nodeSelectorTerms.0.matchExpressions.0.values": []}),
+    ("gated: podAffinity absent -> {}", _GATED, {}, {"spec.affinity": {"podAffinity": {}}}),
+    ("gated: nodeSelector absent -> {a: ''}", _GATED, {}, {"spec.nodeSelector": {"a": ""}}),
+    ("gated: nodeSelector {a: v} -> {a: v, b: ''}", _GATED, {"spec.nodeSelector": {"a": "v"}},
+     {"spec.nodeSelector": {"a": "v", "b": ""}}),
+    ("gated: nodeSelector {a: ''} -> absent", _GATED, {"spec.nodeSelector": {"a": ""}}, {}),
+    ("gated: nodeSelector absent -> {}", _GATED, {}, {"spec.nodeSelector": {}}),
+    ("gated: nodeSelector absent -> {a: x}", _GATED, {}, {"spec.nodeSelector": {"a": "x"}}),
+    ("gated: nodeSelector absent -> null", _GATED, {}, {"spec.nodeSelector": None}),
+    ("gated: schedulingGates removed", _GATED, {}, {"spec.schedulingGates": ABSENT}),
+    ("gated: schedulingGates [] ", _GATED, {}, {"spec.schedulingGates": []}),
+    ("ownerReferences absent -> []", {}, {}, {"metadata.ownerReferences": []}),
+    ("ownerReferences [] -> null", {}, {"metadata.ownerReferences": []},
+     {"metadata.ownerReferences": None}),
+    ("ownerReference controller absent -> false", {"metadata.ownerReferences": [_OWNER]}, {},
+     {"metadata.ownerReferences.0.controller": False}),
+    ("ownerReference controller absent -> null", {"metadata.ownerReferences": [_OWNER]}, {},
+     {"metadata.ownerReferences.0.controller": None}),
+    ("finalizers absent -> []", {}, {}, {"metadata.finalizers": []}),
+    ("finalizers absent -> null", {}, {}, {"metadata.finalizers": None}),
+    ("labels absent -> {}", {"metadata.labels": ABSENT}, {}, {"metadata.labels": {}}),
+    ("generateName absent -> ''", {}, {}, {"metadata.generateName": ""}),
+    ("namespace -> ''", {}, {}, {"metadata.namespace": ""}),
+    ("deletionGracePeriodSeconds absent -> null", {}, {},
+     {"metadata.deletionGracePeriodSeconds": None}),
+    ("tolerations absent -> []", {}, {}, {"spec.tolerations": []}),
+    ("activeDeadlineSeconds absent -> null", {}, {}, {"spec.activeDeadlineSeconds": None}),
+]  # fmt: skip
+
+
+def _edit(pod: Pod, edits: Edits) -> None:
+    for dotted, value in edits.items():
+        *parents, last = [int(p) if p.isdigit() else p for p in dotted.split(".")]
+        here: Any = pod
+        for part in parents:
+            here = here[part]
+        if value is ABSENT:
+            if isinstance(here, dict):
+                here.pop(last, None)
+        else:
+            here[last] = copy.deepcopy(value)
+
+
+def empty_pairs() -> list[Pair]:
+    pairs = []
+    for name, both, old_only, new_only in EMPTY_CASES:
+        old, new = example_pod(), example_pod()
+        for pod in (old, new):
+            _edit(pod, both)
+        _edit(old, old_only)
+        _edit(new, new_only)
+        pairs.append(Pair(f"empty: {name}", old, new))
     return pairs
 
 
@@ -141,6 +289,19 @@ _ADMISSION_ROOTS = (
     "spec.nodeSelector",
     "spec.schedulingGates",
 )
+# "Not set" in its several renderings, in the old pod, where the policy compares whole
+# subtrees or LOOSE_PATHS: the admission fuzz mutates them (a gated pod may change
+# nodeSelector and nodeAffinity).
+_EMPTY_SHAPES: dict[str, list[Any]] = {
+    "affinity": [{}, {"nodeAffinity": {}}, {"podAffinity": {}}, {"nodeAffinity": {"a": None}}],
+    "securityContext": [{}, None],
+    "nodeSelector": [{}, {"a": ""}, {"a": "v"}, None],
+    "volumes": [{"name": "p", "projected": {"sources": []}}, {"name": "p", "projected": {}}],
+}
+_EMPTY_ROOTS = [["spec", key] for key in _EMPTY_SHAPES]
+_EMPTY_VALUES: st.SearchStrategy[Any] = st.sampled_from(
+    [None, [], {}, "", {"nodeAffinity": {}}, {"sources": []}, {"sources": None}, {"a": ""}]
+)
 
 
 _FAVOURED = (["metadata", "finalizers"], ["metadata", "ownerReferences"])
@@ -171,6 +332,36 @@ def admission_pair(draw: st.DrawFn) -> tuple[Pod, Pod]:
         path = draw(st.sampled_from(paths))
         value = draw(_TYPED_VALUES | json_values)
         apply_mutation(new, path, draw(st.sampled_from(ACTIONS)), value)
+    return old, new
+
+
+@st.composite
+def empty_admission_pair(draw: st.DrawFn) -> tuple[Pod, Pod]:
+    """The fuzzer's base pods, three in four scheduling-gated (nodeSelector and
+    nodeAffinity may then change), with "not set" in one of its renderings at the
+    subtrees the policy compares whole or loosely, then mutated there."""
+    old = draw(base_pods)
+    # no service account volume injected: an update keeps the volumes' length
+    old["spec"]["automountServiceAccountToken"] = False
+    if draw(st.integers(0, 3)):
+        old["spec"]["schedulingGates"] = [{"name": "example.com/gate"}]
+        old["spec"].pop("nodeName", None)  # a pod with a nodeName cannot be gated
+    for key in sorted(draw(st.sets(st.sampled_from(sorted(_EMPTY_SHAPES))))):
+        shape = copy.deepcopy(draw(st.sampled_from(_EMPTY_SHAPES[key])))
+        if key == "volumes":
+            old["spec"]["volumes"].append(shape)
+        else:
+            old["spec"][key] = shape
+    new = copy.deepcopy(old)
+    for _ in range(draw(st.integers(1, 2))):
+        paths = [path for path in all_paths(new) if path[:2] in _EMPTY_ROOTS]
+        paths += [["spec"]] if not paths else []
+        path = draw(st.sampled_from(paths))
+        value = copy.deepcopy(draw(_EMPTY_VALUES | _TYPED_VALUES))
+        action = draw(st.sampled_from(("set", "delete", "add-key", "empty", "set")))
+        apply_mutation(new, path, action, value)
+        if path == ["spec"]:
+            new["spec"][draw(st.sampled_from(sorted(_EMPTY_SHAPES)))] = value
     return old, new
 
 
@@ -281,7 +472,7 @@ def classify(status: int, message: str) -> Verdict:
         if MESSAGE_PREFIX not in message:  # an evaluation error, not the rules' verdict
             return Verdict(f"policy error: {message[:300]}", "policy")
         return Verdict("denied", "policy", _paths(message, MESSAGE_PREFIX))
-    return Verdict(f"refused {status}")
+    return Verdict(f"refused {status}", detail=message[:200])
 
 
 def send(client: Client, namespace: str, name: str, body: Pod) -> Verdict:
@@ -459,6 +650,8 @@ def judged(plane: ControlPlane, admission: Callable[[str], None]) -> Judged:
     pairs = table_pairs()
     pairs += generated_pairs(mutated_pair(), FUZZ_PAIRS, "fuzz")
     pairs += generated_pairs(admission_pair(), ADMISSION_PAIRS, "fuzz-admission")
+    pairs += empty_pairs()
+    pairs += generated_pairs(empty_admission_pair(), EMPTY_FUZZ_PAIRS, "empty-fuzz")
     client = Client(plane)
     started = time.monotonic()
     prepared, olds = prepare(client, namespace, pairs)
@@ -488,6 +681,35 @@ def test_table_cases_get_the_same_verdict(judged: Judged) -> None:
     assert len(table.prepared) >= 120
     assert table.count("allowed") >= 20
     assert table.count("denied") >= 5
+
+
+def test_empty_versus_absent_gets_the_same_verdict(judged: Judged) -> None:
+    """Absent, null, {}, [] and "" in the old and the new pod: where the API server lets
+    the update through, the policy (whole-subtree equalities, LOOSE_PATHS) judges as
+    the webhook does."""
+    _compare(judged.of(("empty:", "empty-fuzz")))
+    empty = judged.of("empty:")
+    for item, one, two in zip(empty.prepared, empty.by_webhook, empty.by_policy, strict=True):
+        print(f"{item.pair.name}: webhook {one} / policy {two} {one.detail}")
+    assert len(empty.prepared) >= len(EMPTY_CASES) - 3  # nearly every old pod creatable
+    # Enough of them reach admission, both ways, for the comparison to mean something,
+    # among them the LOOSE_PATHS cases that a whole-value equality would get wrong.
+    assert empty.count("allowed") >= 30
+    assert empty.count("denied") >= 6
+    fuzzed = judged.of("empty-fuzz")
+    outcomes: dict[str, int] = {}
+    for verdict in fuzzed.by_webhook:
+        outcomes[verdict.outcome] = outcomes.get(verdict.outcome, 0) + 1
+    print(f"empty-fuzz: {len(fuzzed.prepared)} pairs with a creatable old pod: {outcomes}")
+    assert fuzzed.count("allowed") + fuzzed.count("denied") >= 25
+    reached = {
+        item.pair.name
+        for item, verdict in zip(empty.prepared, empty.by_webhook, strict=True)
+        if verdict.outcome == "allowed"
+    }
+    assert "empty: gated: affinity absent -> {nodeAffinity: {}}" in reached
+    assert "empty: gated: nodeSelector absent -> {a: ''}" in reached
+    assert "empty: projected sources [] -> null" in reached
 
 
 def test_fuzz_pairs_get_the_same_verdict(judged: Judged) -> None:

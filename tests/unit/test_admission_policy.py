@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from webhook import admission_policy
 from webhook.admission_policy import (
     FIELDS_ANNOTATION,
     FINGERPRINT_ANNOTATION,
+    LOOSE_PATHS,
     MAX_VARIABLE_LENGTH,
     MESSAGE_PREFIX,
     SchemaError,
@@ -32,6 +34,7 @@ from webhook.settings import Settings
 POD_SPEC = "io.k8s.api.core.v1.PodSpec"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 CONTAINER = "io.k8s.api.core.v1.Container"
+POD_SECURITY = "io.k8s.api.core.v1.PodSecurityContext"
 
 
 @pytest.fixture(scope="module")
@@ -47,50 +50,76 @@ def all_cel(generated: admission_policy.Generated) -> str:
     return "\n".join(expressions(generated).values())
 
 
-def top_level(path: str) -> str:
-    """The CEL that reads ``spec.x`` from the new object."""
-    return "object" + "".join(f"[?'{part}']" for part in path.split("."))
+_COMPARED = re.compile(r"\[([^\[\]]*)\]\.filter\(k, (\S+)\[\?k\] != (\S+)\[\?k\]\)")
 
 
-def test_every_frozen_spec_and_metadata_field_is_compared(schema: dict[str, Any]) -> None:
+def compared_whole(cel: str) -> dict[str, set[str]]:
+    """For each object the policy reads (``object.?spec``), the fields it compares whole
+    (listed, then ``.filter(k, object.?spec[?k] != oldObject.?spec[?k])``)."""
+    found: dict[str, set[str]] = {}
+    for names, new, old in _COMPARED.findall(cel):
+        assert old == new.replace("object", "oldObject", 1) or old.startswith("r")
+        found.setdefault(new, set()).update(re.findall(r"'([^']+)'", names))
+    return found
+
+
+def test_every_frozen_spec_and_metadata_field_is_compared_whole(schema: dict[str, Any]) -> None:
+    """Each frozen field exactly once: in its object's list (one native equality for the
+    whole subtree), or in its own term when the rules or LOOSE_PATHS descend into it."""
     cel = all_cel(generate(schema, Settings()))
+    whole = compared_whole(cel)
     properties = schema["components"]["schemas"]
     free = {path for path in UPDATABLE_PATHS + SERVER_MANAGED_PATHS if "[*]" not in path}
+    own_term = {"spec.containers", "spec.initContainers", "spec.volumes", "spec.affinity",
+                "spec.nodeSelector", "metadata.finalizers"}  # fmt: skip
     checked = 0
     for parent, definition in (("spec", POD_SPEC), ("metadata", OBJECT_META)):
+        listed = whole[f"object.?{parent}"]
         for name in properties[definition]["properties"]:
             path = f"{parent}.{name}"
             if path in free:
-                assert top_level(path) not in cel, f"{path} is free but compared"
-            elif name not in ("containers", "initContainers"):
-                assert top_level(path) in cel, f"{path} is frozen but not compared"
-                assert top_level(path).replace("object", "oldObject", 1) in cel
+                assert name not in listed, f"{path} is free but compared"
+                assert f"object.?{parent}.?{name}" not in cel
+            elif path in own_term:
+                assert name not in listed
+                assert f"object.?{parent}.?{name}" in cel, f"{path} has no term"
+            else:
+                assert name in listed, f"{path} is frozen but not compared"
                 checked += 1
     assert checked >= 40
+    assert whole["object"] == {"apiVersion", "kind"}
+    # affinity: descended only to reach nodeAffinity
+    assert whole["object.?spec.?affinity"] == {"podAffinity", "podAntiAffinity"}
 
 
 def test_containers_are_matched_by_position_with_only_the_image_free(
     schema: dict[str, Any],
 ) -> None:
     variables = expressions(generate(schema, Settings()))
-    container_fields = schema["components"]["schemas"][CONTAINER]["properties"]
+    container_fields = set(schema["components"]["schemas"][CONTAINER]["properties"])
     for variable, kind in (
         ("changedSpecContainers", "containers"),
         ("changedSpecInitContainers", "initContainers"),
     ):
         cel = variables[variable]
+        # unchanged lists cost one equality
+        assert cel.split("\n")[1] == (f"object.?spec.?{kind} == oldObject.?spec.?{kind} ? [] :")
         assert f"['spec.{kind}']" in cel  # a length change names the list
-        assert f"'spec.{kind}[' + string(" in cel  # then each item by its index
         assert ".transformList(" in cel
-        for name in container_fields:
-            assert (f"[?'{name}']" in cel) == (name != "image"), name
+        (item, *more) = [base for base in compared_whole(cel) if base.startswith("v")]
+        assert not more
+        assert compared_whole(cel)[item] == container_fields - {"image"}
+        assert f".map(k, 'spec.{kind}[' + string(" in cel  # each field by its index
 
 
 def test_free_fields_and_server_managed_fields_are_never_read(schema: dict[str, Any]) -> None:
     cel = all_cel(generate(schema, Settings()))
-    for path in ("metadata.labels", "metadata.annotations", "metadata.managedFields", "status"):
-        assert top_level(path) not in cel
-        assert top_level(path).replace("object", "oldObject", 1) not in cel
+    everything = set().union(*compared_whole(cel).values())
+    for name in ("labels", "annotations", "managedFields", "status", "tolerations",
+                 "activeDeadlineSeconds", "generation", "resourceVersion"):  # fmt: skip
+        assert name not in everything
+        assert f".?{name}" not in cel
+        assert f"'{name}'" not in cel
 
 
 def test_the_rule_list_is_the_only_source(
@@ -98,29 +127,90 @@ def test_the_rule_list_is_the_only_source(
 ) -> None:
     """Making a field updatable in the rules drops it from the policy; nothing else
     lists frozen fields."""
-    assert top_level("spec.nodeName") in all_cel(generate(schema, Settings()))
+    assert "nodeName" in compared_whole(all_cel(generate(schema, Settings())))["object.?spec"]
     monkeypatch.setattr(admission_policy, "UPDATABLE_PATHS", (*UPDATABLE_PATHS, "spec.nodeName"))
-    cel = all_cel(generate(schema, Settings()))
-    assert top_level("spec.nodeName") not in cel
-    assert top_level("spec.hostname") in cel
+    spec = compared_whole(all_cel(generate(schema, Settings())))["object.?spec"]
+    assert "nodeName" not in spec
+    assert "hostname" in spec
+    # a rule below a frozen field makes the policy descend into it
+    monkeypatch.setattr(
+        admission_policy, "UPDATABLE_PATHS", (*UPDATABLE_PATHS, "spec.securityContext.sysctls")
+    )
+    whole = compared_whole(all_cel(generate(schema, Settings())))
+    assert "securityContext" not in whole["object.?spec"]
+    assert "runAsUser" in whole["object.?spec.?securityContext"]
+    assert "sysctls" not in whole["object.?spec.?securityContext"]
 
 
 def test_finalizers_may_only_be_removed_from_a_pod_being_deleted(schema: dict[str, Any]) -> None:
     metadata = expressions(generate(schema, Settings()))["changedMetadata"]
-    assert "oldObject[?'metadata'][?'deletionTimestamp'].orValue('') != ''" in metadata
+    assert "oldObject.?metadata.?deletionTimestamp.orValue('') != ''" in metadata
     # multiset: each finalizer at most as often as before
     assert "fn.filter(g, g == f).size() <= fo.filter(g, g == f).size()" in metadata
     assert "['metadata.finalizers']" in metadata
 
 
-def test_empty_values_equal_absent(schema: dict[str, Any]) -> None:
+def test_empty_equals_absent_only_where_the_api_server_lets_the_two_through(
+    schema: dict[str, Any],
+) -> None:
+    """LOOSE_PATHS get the webhook's semantics (absent, null, {}, [] and "" equal at
+    every depth) after a whole-value equality; every other field is compared whole."""
+    assert set(LOOSE_PATHS) == {
+        "spec.nodeSelector",
+        "spec.affinity.nodeAffinity",
+        "spec.volumes[*].projected.sources",
+    }
     cel = all_cel(generate(schema, Settings()))
-    assert "object[?'spec'][?'nodeName'].orValue('') == oldObject[?'spec'][?'nodeName']" in cel
-    # lists and maps: absent is the empty one
-    assert "object[?'spec'][?'volumes'].orValue([])" in cel
-    assert "object[?'spec'][?'nodeSelector'].orValue({})" in cel
-    # a string map: a key with "" equals no key
-    assert ".orValue('') == " in cel
+    nodes = "object.?spec.?affinity.?nodeAffinity"
+    old_nodes = "old" + nodes[0].upper() + nodes[1:]
+    assert (
+        f"({nodes} == {old_nodes} || [{nodes}.orValue(null), {old_nodes}.orValue(null)]"
+        ".all(e, e == null || size(e) == 0) ? [] : ['spec.affinity.nodeAffinity'])"
+    ) in cel
+    # a string map: whole, or else a key with "" equals no key
+    assert "(object.?spec.?nodeSelector == oldObject.?spec.?nodeSelector || " in cel
+    assert re.search(r"(\w+)\[\?(\w+)\]\.orValue\(''\) == (\w+)\[\2\]", cel)
+    # null, [] and absent alike for projected sources, item by item
+    assert re.search(
+        r"\[v\d+\.\?projected\.\?sources\.orValue\(null\), "
+        r"r\d+\[i\d+\]\.\?projected\.\?sources\.orValue\(null\)\]\.all\(e, ",
+        cel,
+    )
+    assert "'spec.volumes[' + string(i" in cel
+    # nowhere else: every other frozen field is in a list compared whole
+    assert cel.count("(here, not beneath)") == 3
+    assert cel.count(".orValue(null)") == 4
+    assert "ofNonZeroValue" not in cel  # not a zero value: a typed empty object (1.37)
+
+
+def test_every_term_says_what_it_compares_and_the_policy_is_small(
+    schema: dict[str, Any],
+) -> None:
+    generated = generate(schema, Settings())
+    variables = expressions(generated)
+    assert list(variables) == [
+        "changedApiVersionKind",
+        "changedMetadata",
+        "changedSpec",
+        "changedSpecContainers",
+        "changedSpecInitContainers",
+        "changedSpecVolumes",
+        "changed",
+    ]
+    total = 0
+    for name, cel in variables.items():
+        total += len(cel.encode())
+        if name == "changed":
+            continue
+        assert cel.startswith("// "), name
+        terms = cel.split("\n+ ")
+        assert all(term.startswith("// ") for term in terms), name
+        assert cel.count("(") == cel.count(")")
+        assert cel.count("[") == cel.count("]")
+        assert not any(line != line.rstrip() for line in cel.splitlines())  # YAML | blocks
+        assert len(cel.encode()) <= 8_000, name
+    # the form of issue 25: from 137 KB (every leaf behind optional lookups) to this
+    assert total <= 16_000
 
 
 def test_judged_subresources_are_matched_as_by_the_webhook(schema: dict[str, Any]) -> None:
@@ -208,7 +298,13 @@ def test_coverage_is_recorded_and_an_added_field_is_reported(schema: dict[str, A
         regenerated.policy["metadata"]["annotations"][FINGERPRINT_ANNOTATION]
         != (annotations[FINGERPRINT_ANNOTATION])
     )
-    assert "[?'futureField']" in all_cel(regenerated)
+    assert "futureField" in compared_whole(all_cel(regenerated))["object.?spec"]
+    # A field added beneath a subtree compared whole is compared already (one equality
+    # of the whole securityContext): nothing to report, the fingerprint unchanged.
+    deeper = copy.deepcopy(schema)
+    deeper["components"]["schemas"][POD_SECURITY]["properties"]["futureKnob"] = {"type": "string"}
+    assert uncovered_fields(deeper, policy) == []
+    assert POD_SECURITY not in covered
 
 
 def test_a_policy_without_the_annotation_cannot_be_checked(schema: dict[str, Any]) -> None:
@@ -235,32 +331,40 @@ def _tiny(spec_properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+LOOSE = "({a} == {b} || [{a}.orValue(null), {b}.orValue(null)].all(e, e == null || size(e) == 0) ? "
+
+
 @pytest.mark.parametrize(
     ("prop", "want"),
     [
-        ({"type": "object", "x-kubernetes-preserve-unknown-fields": True}, "{a} == {b}"),
-        ({"x-kubernetes-int-or-string": True, "type": "string"}, "{a} == {b}"),
-        ({}, "{a} == {b}"),  # no type at all: compared whole
-        ({"type": "integer"}, "{a} == {b}"),
-        ({"type": "string"}, "{a}.orValue('') == {b}.orValue('')"),
-        ({"type": "array", "items": {"type": "string"}}, "{a}.orValue([]) == {b}.orValue([])"),
-        (
-            {"type": "object", "additionalProperties": {"type": "integer"}},
-            "{a}.orValue({{}}) == {b}.orValue({{}})",
-        ),
+        ({"type": "object", "x-kubernetes-preserve-unknown-fields": True}, "({a} == {b} ? "),
+        ({"x-kubernetes-int-or-string": True, "type": "string"}, "({a} == {b} ? "),
+        ({}, "({a} == {b} ? "),  # no type at all: compared whole
+        ({"type": "integer"}, "({a} == {b} ? "),  # 0 is not absent
+        ({"type": "boolean"}, "({a} == {b} ? "),  # nor is false
+        ({"type": "string"}, LOOSE),
+        ({"type": "array", "items": {"type": "string"}}, LOOSE),
+        ({"type": "object", "additionalProperties": {"type": "integer"}}, LOOSE),
+        ({"type": "object", "properties": {"y": {"type": "string"}}}, LOOSE),
         (
             {"type": "object", "additionalProperties": {"type": "string"}},
-            "[dyn({a}.orValue({{}}))].all(",
-        ),
-        (
-            {"type": "array", "items": {"type": "object", "properties": {"y": {"type": "string"}}}},
-            "[dyn({a}.orValue([]))].all(",
+            "({a} == {b} || [dyn([{a}.orValue({{}})].map(e, e == null ? {{}} : e)[0])].all(",
         ),
     ],
 )
-def test_how_each_kind_of_schema_is_compared(prop: dict[str, Any], want: str) -> None:
-    cel = all_cel(generate(_tiny({"x": prop}), Settings()))
-    assert want.format(a="object[?'spec'][?'x']", b="oldObject[?'spec'][?'x']") in cel
+def test_how_each_kind_of_schema_is_compared(
+    prop: dict[str, Any], want: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frozen: one equality, whatever the kind. Loose: absent and empty alike, by kind."""
+    a, b = "object.?spec.?x", "oldObject.?spec.?x"
+    frozen = all_cel(generate(_tiny({"x": prop}), Settings()))
+    assert compared_whole(frozen) == {"object.?spec": {"x"}}
+    monkeypatch.setattr(admission_policy, "LOOSE_PATHS", {"spec.x": "a test"})
+    loose = all_cel(generate(_tiny({"x": prop}), Settings()))
+    assert compared_whole(loose) == {}
+    assert want.format(a=a, b=b) in loose
+    assert '// spec.x: absent, null, {}, [] and "" alike (here, not beneath),' in loose
+    assert "// as a test" in loose
 
 
 def test_schema_errors() -> None:
