@@ -146,6 +146,11 @@ def serves_trusted_certificate(host: str, port: int, bundle: bytes) -> str:
     API server's own check), else why not."""
     context = ssl.create_default_context(cadata=bundle.decode("ascii"))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # As Go's crypto/tls verifies for the API server: names from the SANs only (a
+    # certificate with only a common name is refused), and a CA of the bundle that
+    # is itself an intermediate is a trust anchor.
+    context.hostname_checks_common_name = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     try:
         with (
             socket.create_connection((host, port), timeout=PROBE_TIMEOUT_SECONDS) as raw,

@@ -189,7 +189,7 @@ def check_controller_wiring(docs: list[Doc], source: str, fullname: str = RELEAS
     assert pod["automountServiceAccountToken"] is False
     assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
     projected = volumes(docs)["kube-api-access"]["projected"]["sources"]
-    assert projected[0] == {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}
+    assert projected[0] == {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
     tls = volumes(docs)["tls"]
     if source == "controller":
         assert tls == {"name": "tls", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}

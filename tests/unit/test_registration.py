@@ -732,3 +732,48 @@ def test_with_certificates_from_files_only_the_bundle_is_registered(tmp_path: Pa
     assert base64.b64decode(bundle) == (tmp_path / "certs" / "ca.crt").read_bytes()
     assert cluster.secret == {"metadata": {"name": "certs"}, "type": "Opaque"}
     assert (tmp_path / "certs" / "tls.crt").read_bytes() == served
+
+
+def test_the_probe_refuses_a_certificate_with_only_a_common_name(tmp_path: Path) -> None:
+    """Go (the API server) ignores the common name; Python checked it by default, so a
+    CN-only certificate (an existingSecret, say) registered and every call failed."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from webhook.certs import key_pem, make_ca
+    from webhook.controller import serves_trusted_certificate
+
+    ca_key, ca_cert = make_ca("test CA", datetime.timedelta(days=1))
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(key_pem(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def handshake(conn: Any) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+    _serve_once(listener, handshake)
+    bundle = ca_cert.public_bytes(serialization.Encoding.PEM)
+    why = serves_trusted_certificate("localhost", listener.getsockname()[1], bundle)
+    listener.close()
+    assert "does not trust" in why
