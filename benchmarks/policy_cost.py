@@ -25,36 +25,10 @@ from typing import Any
 
 import yaml
 
+from tests.support.pods import big_pod
+
 REPO = Path(__file__).resolve().parent.parent
 Pod = dict[str, Any]
-
-
-def big_pod(containers: int) -> Pod:
-    def container(index: int) -> Pod:
-        probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10}
-        return {
-            "name": f"c{index}",
-            "image": "registry.k8s.io/pause:3.10",
-            "args": [f"--flag-{n}=value" for n in range(5)],
-            "env": [{"name": f"E{n}", "value": f"v{n}"} for n in range(10)],
-            "ports": [{"containerPort": 8000 + index}],
-            "volumeMounts": [{"name": f"v{index % 10}", "mountPath": "/data"}],
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-            "livenessProbe": probe,
-            "readinessProbe": probe,
-            "securityContext": {"runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-        }
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "big", "namespace": "n", "uid": "u", "labels": {"app": "big"}},
-        "spec": {
-            "containers": [container(index) for index in range(containers)],
-            "volumes": [{"name": f"v{n}", "emptyDir": {}} for n in range(10)],
-            "terminationGracePeriodSeconds": 0,
-        },
-    }
 
 
 def minimal_pod(containers: int) -> Pod:
@@ -124,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         sizes = {v["name"]: len(v["expression"].encode()) for v in policy["spec"]["variables"]}
         print(f"expression bytes: {sizes} total {sum(sizes.values()):,}")
         for containers in args.sizes:
-            old = big_pod(containers)
+            old = big_pod(containers, uid="u")
             for update, new in updates(old).items():
                 found = cost(args.celcost, policy_file, old, new, work)
                 print(f"{containers} containers, {update}: {found}")

@@ -45,6 +45,7 @@ from tests.reliability.strategies import (
     json_values,
     mutated_pair,
 )
+from tests.support.pods import big_pod
 from tests.support.reviews import example_pod
 from tests.unit import test_rules
 from webhook.admission_policy import MESSAGE_PREFIX, POLICY_NAME
@@ -720,39 +721,6 @@ def test_fuzz_pairs_get_the_same_verdict(judged: Judged) -> None:
     assert fuzz.count("denied") >= 15
 
 
-def _big_pod(namespace: str, name: str, containers: int, annotation_bytes: int) -> Pod:
-    def container(index: int) -> Pod:
-        probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10}
-        return {
-            "name": f"c{index}",
-            "image": "registry.k8s.io/pause:3.10",
-            "args": [f"--flag-{n}=value" for n in range(5)],
-            "env": [{"name": f"E{n}", "value": f"v{n}"} for n in range(10)],
-            "ports": [{"containerPort": 8000 + index}],
-            "volumeMounts": [{"name": f"v{index % 10}", "mountPath": "/data"}],
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-            "livenessProbe": probe,
-            "readinessProbe": probe,
-            "securityContext": {"runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-        }
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app": "big"},
-            "annotations": {f"note-{n}": "x" * 1000 for n in range(annotation_bytes // 1000)},
-        },
-        "spec": {
-            "containers": [container(index) for index in range(containers)],
-            "volumes": [{"name": f"v{n}", "emptyDir": {}} for n in range(10)],
-            "terminationGracePeriodSeconds": 0,
-        },
-    }
-
-
 def test_a_pod_with_100_containers_and_the_most_annotations_is_judged_within_the_cost_budget(
     plane: ControlPlane, admission: Callable[[str], None], namespace: str
 ) -> None:
@@ -762,7 +730,7 @@ def test_a_pod_with_100_containers_and_the_most_annotations_is_judged_within_the
     The API server refuses annotations over 256 KiB in all, so a real pod cannot carry
     the 1 MB the webhook's own tests use; 250 KB is the most it can."""
     admission("policy")
-    pod = _big_pod(namespace, "big", 100, 250_000)
+    pod = big_pod(100, namespace=namespace, name="big", annotation_bytes=250_000)
     plane.apply(pod, "--server-side")
     client = Client(plane)
     _, live = client.call("GET", client.pods(namespace, "big"))
