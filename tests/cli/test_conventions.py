@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -263,6 +264,10 @@ def test_ctrl_c_while_waiting_for_the_cluster_exits_130(tmp_path: Path) -> None:
     )
     try:
         assert connected.wait(60), "the command never connected"
+        # Let it block in the read: a signal that lands between the connect and the
+        # poll() is only acted on when the poll returns (here, at the 60 s limit),
+        # which a loaded CI machine hit once.
+        time.sleep(1.0)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:
