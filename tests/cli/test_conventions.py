@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -255,19 +254,21 @@ def test_ctrl_c_while_waiting_for_the_cluster_exits_130(tmp_path: Path) -> None:
 
     threading.Thread(target=accept, daemon=True).start()
     config = kubeconfig(tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "webhook", "policy", "--live", "--kubeconfig", config],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
+    # As from a terminal: a shell's background job (a CI script run with `&`) ignores
+    # SIGINT, and a child started so keeps ignoring it; this one gets the default.
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webhook", "policy", "--live", "--kubeconfig", config],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         assert connected.wait(60), "the command never connected"
-        # Let it block in the read: a signal that lands between the connect and the
-        # poll() is only acted on when the poll returns (here, at the 60 s limit),
-        # which a loaded CI machine hit once.
-        time.sleep(1.0)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:
