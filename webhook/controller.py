@@ -296,6 +296,7 @@ class Controller:
         mine = [entry for entry in webhooks if entry.get("name") == WEBHOOK_NAME]
         annotations = configuration.setdefault("metadata", {}).setdefault("annotations", {})
         ca_bundle = desired["clientConfig"]["caBundle"]
+        entry_written = True
         try:
             written_by = float(annotations.get(STARTED_ANNOTATION) or 0)
         except ValueError:
@@ -322,18 +323,14 @@ class Controller:
             webhooks[webhooks.index(mine[0])] = desired
             event = "webhook entry updated to the settings"
         elif (mine[0].get("clientConfig") or {}).get("caBundle") != ca_bundle:
+            # Only the bundle: the digest and writer annotations stay the entry's writer's.
             mine[0].setdefault("clientConfig", {})["caBundle"] = ca_bundle
-            configuration["webhooks"] = webhooks
-            self._cluster.replace_webhook_configuration(name, configuration)
-            self._last_reason = ""
-            log.info(
-                "caBundle updated", extra={"event": "webhook-registered", "configuration": name}
-            )
-            return bundle
+            event, entry_written = "caBundle updated", False
         else:
             return bundle
-        annotations[DIGEST_ANNOTATION] = digest
-        annotations[STARTED_ANNOTATION] = f"{self._started:.3f}"
+        if entry_written:
+            annotations[DIGEST_ANNOTATION] = digest
+            annotations[STARTED_ANNOTATION] = f"{self._started:.3f}"
         configuration["webhooks"] = webhooks
         self._cluster.replace_webhook_configuration(name, configuration)
         self._last_reason = ""
