@@ -1,4 +1,4 @@
-"""The Flask application: /validate, /healthz, /readyz, /metrics.
+"""The Flask application: /validate, /canary, /healthz, /readyz, /metrics.
 
 HTTP bytes in, AdmissionReview bytes out. The handler never lets an exception escape:
 malformed input is a 4xx with a reason, an unexpected error a 500 that echoes the uid
@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from webhook.logs import DECISION_LOGGER, log_info_line
 from webhook.metrics import Metrics
 from webhook.policy import Decision, answer_review
+from webhook.registration import CANARY_PATH, answer_canary
 from webhook.review import MalformedReview
 from webhook.settings import Settings
 
@@ -145,6 +146,26 @@ def admission_only_over_tls() -> Response | None:
     return None
 
 
+def _review_body() -> Any:
+    """The request's decoded JSON, or the 4xx that says why there is none."""
+    if request.mimetype != JSON:
+        return _refuse(415, "UnsupportedMediaType", "content type must be application/json")
+    try:
+        raw = _read_body(_settings().max_body_bytes)
+    except HTTPException:
+        raise
+    except Exception:  # broken framing (bad chunk sizes) or a dropped connection
+        return _refuse(400, "BadRequest", "request body could not be read")
+    if raw is None:
+        return _refuse(413, "RequestEntityTooLarge", "request body is over the size limit")
+    if not raw:
+        return _refuse(400, "BadRequest", "request body is empty")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _refuse(400, "BadRequest", "request body is not valid JSON")
+
+
 @admission.post("/validate")
 def validate() -> Response:
     started = time.perf_counter()
@@ -152,22 +173,9 @@ def validate() -> Response:
     metrics.in_flight.inc()
     uid: str | None = None
     try:
-        if request.mimetype != JSON:
-            return _refuse(415, "UnsupportedMediaType", "content type must be application/json")
-        try:
-            raw = _read_body(_settings().max_body_bytes)
-        except HTTPException:
-            raise
-        except Exception:  # broken framing (bad chunk sizes) or a dropped connection
-            return _refuse(400, "BadRequest", "request body could not be read")
-        if raw is None:
-            return _refuse(413, "RequestEntityTooLarge", "request body is over the size limit")
-        if not raw:
-            return _refuse(400, "BadRequest", "request body is empty")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return _refuse(400, "BadRequest", "request body is not valid JSON")
+        body = _review_body()
+        if isinstance(body, Response):
+            return body
         uid = _peek_uid(body)
         try:
             answer, decision = answer_review(body, _settings())
@@ -206,6 +214,39 @@ def validate() -> Response:
         return _failure(500, "InternalError", "internal error while judging the review", uid)
     finally:
         metrics.in_flight.dec()
+
+
+@admission.post(CANARY_PATH)
+def canary() -> Response:
+    """The controller's proof that the API server reaches us (registration.canary_entry):
+    a dry-run update is refused with CANARY_MESSAGE, anything else allowed."""
+    uid: str | None = None
+    try:
+        body = _review_body()
+        if isinstance(body, Response):
+            return body
+        uid = _peek_uid(body)
+        try:
+            answer = answer_canary(body)
+        except MalformedReview as error:
+            return _refuse(400, "BadRequest", error.reason, error.uid or uid)
+        log_info_line(
+            decision_log,
+            "canary answered",
+            {
+                "event": "canary",
+                "uid": _clip(uid or ""),
+                "allowed": answer["response"]["allowed"],
+            },
+        )
+        return _json(answer)
+    except HTTPException as error:
+        return _refuse(
+            error.code or 400, error.name.replace(" ", ""), error.description or error.name, uid
+        )
+    except Exception:
+        error_log.exception("unexpected error while answering the canary", extra={"uid": uid or ""})
+        return _failure(500, "InternalError", "internal error while answering the canary", uid)
 
 
 @health.get("/healthz")
@@ -249,7 +290,7 @@ def create_app(settings: Settings, readiness: Readiness | None = None) -> Flask:
     def http_error(error: HTTPException) -> Response:
         # Flask's own errors (404, 405) in the same JSON shape as ours.
         code = error.code or 500
-        if request.path == "/validate":
+        if request.path in ("/validate", CANARY_PATH):
             _metrics().malformed.labels(reason=error.name.lower()).inc()
         response = _failure(code, error.name.replace(" ", ""), error.description or error.name)
         for header, value in error.get_headers():

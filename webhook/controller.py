@@ -14,13 +14,17 @@ container of the pod; ``--once`` as its init container). Each sync:
    ValidatingWebhookConfiguration with no webhook entries, which refuses nothing. The
    entry (:func:`webhook.registration.webhook_entry`, built from the settings) is
    written into it with the CA bundle only once the webhook's Service answers TLS with
-   a certificate that bundle trusts: a webhook that cannot start (an image that does
-   not exist, a crash at start-up) never registers, so it never refuses an update.
-   Afterwards the caBundle is kept current, and the entry is rewritten only when the
-   settings change it (an upgrade), so a deliberate edit of the live entry stays.
+   a certificate that bundle trusts, and (``PRG_CANARY_CONFIGMAP`` set) once the API
+   server itself has reached the webhook through the canary entry
+   (:func:`webhook.registration.canary_entry`): a webhook that cannot start, or that
+   the API server cannot reach (a NetworkPolicy, a firewall, a client certificate it
+   does not trust), never registers, so it never refuses an update. Afterwards the
+   caBundle is kept current, and the entry is rewritten only when the settings change
+   it (an upgrade), so a deliberate edit of the live entry stays.
 
 It needs exactly: get and update of that one Secret and that one webhook
-configuration, by name (docs/operations.md, "Permissions").
+configuration, and patch of the canary ConfigMap, by name (docs/operations.md,
+"Permissions").
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ from urllib.parse import urlsplit
 
 from webhook.certs import CA_CERT, TLS_CERT, TLS_KEY, serving_names, write_file
 from webhook.registration import (
+    CANARY_MESSAGE,
+    CANARY_NAME,
     DIGEST_ANNOTATION,
     STARTED_ANNOTATION,
     WEBHOOK_NAME,
+    canary_entry,
     entry_digest,
     webhook_entry,
 )
@@ -61,6 +68,11 @@ SECRET_KEYS: Final = {
     "bundle": "ca-bundle.crt",
 }
 PROBE_TIMEOUT_SECONDS: Final = 3.0
+# After writing the canary entry, the wait before the dry run: the API servers load a
+# changed configuration within about a second.
+CANARY_SETTLE_SECONDS: Final = 2.0
+# The annotation the dry run sets on the canary ConfigMap (never stored).
+CANARY_ANNOTATION: Final = "pod-replace-guard.io/canary-at"
 
 
 class ControllerError(RuntimeError):
@@ -71,11 +83,20 @@ class Conflict(RuntimeError):
     """The object changed since it was read (another replica wrote it first)."""
 
 
+class _CanaryWritten(Exception):
+    """The canary entry was just written: the configuration read is stale, and the API
+    server needs a moment before the dry run means anything."""
+
+
 class Cluster(Protocol):
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None: ...
     def read_webhook_configuration(self, name: str) -> dict[str, Any] | None: ...
     def replace_webhook_configuration(self, name: str, body: dict[str, Any]) -> None: ...
+    def canary_refusal(self, namespace: str, name: str) -> str:
+        """Update the ConfigMap with dryRun=All: "" when the API server accepted it,
+        else the message it refused it with."""
+        ...
 
 
 class KubeCluster:
@@ -118,6 +139,31 @@ class KubeCluster:
         replace = self._admission.replace_validating_webhook_configuration
         if self._call(replace, name, body) is None:
             raise ControllerError(f"ValidatingWebhookConfiguration {name} was deleted")
+
+    def canary_refusal(self, namespace: str, name: str) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        patch = {"metadata": {"annotations": {CANARY_ANNOTATION: f"{time.time():.3f}"}}}
+        try:
+            self._core.patch_namespaced_config_map(
+                name, namespace, patch, dry_run="All", _preload_content=False, _request_timeout=15
+            )
+        except ApiException as error:
+            try:
+                message = str(json.loads(error.body or "{}").get("message") or "")
+            except (ValueError, AttributeError):
+                message = ""
+            if error.status == 404:
+                raise ControllerError(
+                    f"ConfigMap {namespace}/{name} does not exist (the install creates it)"
+                ) from error
+            if CANARY_MESSAGE not in message and error.status in (401, 403):
+                raise ControllerError(
+                    f"the API server answered {error.status} {error.reason} to the canary's"
+                    f" dry run: {message}"
+                ) from error
+            return message or f"{error.status} {error.reason}"
+        return ""
 
 
 def probe_target(entry: dict[str, Any]) -> tuple[str, int]:
@@ -165,6 +211,20 @@ def serves_trusted_certificate(host: str, port: int, bundle: bytes) -> str:
         return f"{host}:{port} does not answer TLS ({type(error).__name__}: {error})"
 
 
+def _named(webhooks: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((entry for entry in webhooks if entry.get("name") == name), None)
+
+
+def _stale_bundles(webhooks: list[dict[str, Any]], ca_bundle: str) -> list[dict[str, Any]]:
+    """Our entries (the pods entry, the canary) whose caBundle is not ``ca_bundle``."""
+    return [
+        entry
+        for entry in webhooks
+        if entry.get("name") in (WEBHOOK_NAME, CANARY_NAME)
+        and (entry.get("clientConfig") or {}).get("caBundle") != ca_bundle
+    ]
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -205,6 +265,8 @@ class Controller:
                 hosts.append(host)
         self._names = serving_names(settings.service, settings.namespace, hosts)
         self._last_reason = ""
+        # Set when the next pass should come soon (the canary entry was just written).
+        self._retry_soon = False
         # When this controller started (wall clock, shared by the replicas' nodes).
         self._started = started if started is not None else time.time()
 
@@ -293,7 +355,8 @@ class Controller:
         desired = webhook_entry(self._settings, _b64(bundle))
         digest = entry_digest(desired)
         webhooks = configuration.get("webhooks") or []
-        mine = [entry for entry in webhooks if entry.get("name") == WEBHOOK_NAME]
+        configuration["webhooks"] = webhooks
+        mine = _named(webhooks, WEBHOOK_NAME)
         annotations = configuration.setdefault("metadata", {}).setdefault("annotations", {})
         ca_bundle = desired["clientConfig"]["caBundle"]
         entry_written = True
@@ -301,48 +364,108 @@ class Controller:
             written_by = float(annotations.get(STARTED_ANNOTATION) or 0)
         except ValueError:
             written_by = 0.0
-        if not mine:
-            if not self._answers(desired, bundle, "not registering yet: "):
-                return None
-            webhooks.append(desired)
-            event = "webhook entry registered"
-        elif (
-            annotations.get(DIGEST_ANNOTATION) != digest
-            # During a rollout, replicas with the old settings still run: only a
-            # controller started no earlier than the entry's writer rewrites it, so the
-            # old ones do not put their entry back.
-            and self._started >= written_by
-            # A new target (another Service, URL or port) must answer first, like the
-            # first registration: under Fail, one that does not refuses every update.
-            # Meanwhile the live entry keeps getting the current caBundle.
-            and (
-                _target_of(mine[0]) == probe_target(desired)
-                or self._answers(desired, bundle, "not updating the entry to the new target yet: ")
-            )
-        ):
-            webhooks[webhooks.index(mine[0])] = desired
-            event = "webhook entry updated to the settings"
-        elif (mine[0].get("clientConfig") or {}).get("caBundle") != ca_bundle:
-            # Only the bundle: the digest and writer annotations stay the entry's writer's.
-            mine[0].setdefault("clientConfig", {})["caBundle"] = ca_bundle
-            event, entry_written = "caBundle updated", False
-        else:
-            return bundle
+        try:
+            if mine is None:
+                if not self._approved(configuration, desired, bundle, "not registering yet: "):
+                    return None
+                # First: `jsonpath={.webhooks[0]...}` (install.sh, the docs' break glass)
+                # finds it there, before the canary's entry.
+                webhooks.insert(0, desired)
+                event = "webhook entry registered"
+            elif (
+                annotations.get(DIGEST_ANNOTATION) != digest
+                # During a rollout, replicas with the old settings still run: only a
+                # controller started no earlier than the entry's writer rewrites it, so
+                # the old ones do not put their entry back.
+                and self._started >= written_by
+                # A new target (another Service, URL or port) must be reached first, like
+                # the first registration: under Fail, one that is not refuses every
+                # update. Meanwhile the live entry keeps getting the current caBundle.
+                and (
+                    _target_of(mine) == probe_target(desired)
+                    or self._approved(
+                        configuration,
+                        desired,
+                        bundle,
+                        "not updating the entry to the new target yet: ",
+                    )
+                )
+            ):
+                webhooks[webhooks.index(mine)] = desired
+                event = "webhook entry updated to the settings"
+            elif _stale_bundles(webhooks, ca_bundle):
+                # Only the bundle: the digest and writer annotations stay the entry's writer's.
+                for entry in _stale_bundles(webhooks, ca_bundle):
+                    entry.setdefault("clientConfig", {})["caBundle"] = ca_bundle
+                event, entry_written = "caBundle updated", False
+            else:
+                return bundle
+        except _CanaryWritten:
+            return self._published(configuration)
         if entry_written:
             annotations[DIGEST_ANNOTATION] = digest
             annotations[STARTED_ANNOTATION] = f"{self._started:.3f}"
-        configuration["webhooks"] = webhooks
         self._cluster.replace_webhook_configuration(name, configuration)
         self._last_reason = ""
         log.info(event, extra={"event": "webhook-registered", "configuration": name})
         return bundle
 
-    def _answers(self, entry: dict[str, Any], bundle: bytes, waiting: str) -> bool:
+    def _approved(
+        self, configuration: dict[str, Any], entry: dict[str, Any], bundle: bytes, waiting: str
+    ) -> bool:
+        """Whether ``entry`` may be registered: its target answers TLS with a certificate
+        ``bundle`` trusts, and (with a canary ConfigMap) the API server reached it.
+        Raises _CanaryWritten after writing the canary entry for this target."""
         host, port = probe_target(entry)
         why_not = self._probe(host, port, bundle)
+        if not why_not and self._settings.canary_configmap:
+            why_not = self._canary(configuration, bundle, f"{host}:{port}")
         if why_not:
             self._say(waiting + why_not, "registration-waiting")
         return not why_not
+
+    def _canary(self, configuration: dict[str, Any], bundle: bytes, target: str) -> str:
+        """ "" once a dry run of the canary ConfigMap came back refused by the webhook's
+        canary, else why not. The canary entry goes to the same target as the entry
+        waiting for approval; it is written first if it is not that already."""
+        webhooks: list[dict[str, Any]] = configuration["webhooks"]
+        desired = canary_entry(self._settings, _b64(bundle))
+        live = _named(webhooks, CANARY_NAME)
+        if live != desired:
+            if live is None:
+                webhooks.append(desired)
+            else:
+                webhooks[webhooks.index(live)] = desired
+            self._cluster.replace_webhook_configuration(
+                self._settings.webhook_configuration, configuration
+            )
+            log.info(
+                "canary entry written",
+                extra={"event": "canary-registered", "target": target},
+            )
+            self._retry_soon = True
+            raise _CanaryWritten
+        namespace, name = self._settings.namespace, self._settings.canary_configmap
+        refusal = self._cluster.canary_refusal(namespace, name)
+        if CANARY_MESSAGE in refusal:
+            log.info(
+                "the API server reached the webhook",
+                extra={"event": "canary-reached", "target": target},
+            )
+            return ""
+        if refusal:
+            return (
+                f"a dry-run update of ConfigMap {namespace}/{name} was refused, but not by"
+                f" the webhook's canary: {refusal}"
+            )
+        return (
+            f"the API server did not reach the webhook at {target}: a dry-run update of"
+            f" ConfigMap {namespace}/{name}, which the canary entry sends there, went through"
+            " unjudged (its failurePolicy is Ignore). The webhook answers TLS from inside the"
+            " cluster, so look between the API server and it: a NetworkPolicy or firewall"
+            " that drops the API server's connections, or a client certificate the webhook"
+            " does not trust (clientCA)"
+        )
 
     def _say(self, reason: str, event: str) -> None:
         # A waiting controller repeats itself every sync: log a reason once.
@@ -388,7 +511,12 @@ class Controller:
                 pass  # another replica wrote first: read again next time
             except errors as error:
                 self._say(f"sync failed: {error}", "controller-error")
-            stop.wait(self._settings.sync_seconds)
+            soon, self._retry_soon = self._retry_soon, False
+            stop.wait(
+                min(CANARY_SETTLE_SECONDS, self._settings.sync_seconds)
+                if soon
+                else self._settings.sync_seconds
+            )
 
 
 def sync_until_certificates(

@@ -8,10 +8,31 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
+from webhook.review import (
+    AdmissionReview,
+    allowed_response,
+    denied_response,
+    parse_review,
+    review_envelope,
+)
 from webhook.settings import Settings
 
 WEBHOOK_NAME: Final = "pods.pod-replace-guard.io"
+VALIDATE_PATH: Final = "/validate"
+# The canary: a second entry, failurePolicy Ignore, that sends updates of one labelled
+# ConfigMap in the webhook's namespace to CANARY_PATH on the same target. The
+# controller updates that ConfigMap with dryRun=All; if the API server's call gets
+# through (network policy, firewall, client certificate: everything a TLS check from
+# inside the cluster cannot see), the webhook refuses it with CANARY_MESSAGE and the
+# controller knows the pods entry can be registered with failurePolicy Fail. If it
+# does not get through, Ignore lets the dry run pass and nothing is registered.
+CANARY_NAME: Final = "canary.pod-replace-guard.io"
+CANARY_PATH: Final = "/canary"
+CANARY_LABEL: Final = "pod-replace-guard.io/canary"
+CANARY_MESSAGE: Final = "pod-replace-guard canary: the API server reached the webhook"
+CANARY_TIMEOUT_SECONDS: Final = 5
 # Set on the ValidatingWebhookConfiguration: a digest of the entry the controller
 # last wrote (without the caBundle). The controller rewrites the entry only when its
 # own settings give another digest (an upgrade), so a deliberate edit of the live
@@ -49,20 +70,31 @@ def _cel_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(cel_string(item) for item in items) + "]"
 
 
-def webhook_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
-    """The ValidatingWebhook that sends pod UPDATEs in the judged namespaces to us."""
+def _client_config(settings: Settings, ca_bundle_b64: str, path: str) -> dict[str, Any]:
+    """Where the API server calls us: the Service, or PRG_WEBHOOK_URL (its last path
+    segment replaced by the canary's)."""
     if settings.webhook_url:
-        client_config: dict[str, Any] = {"url": settings.webhook_url}
+        url = urlsplit(settings.webhook_url)
+        if path != VALIDATE_PATH:
+            # In place of the last segment: a proxy's prefix (/hooks/validate) stays.
+            url = url._replace(path=url.path.rsplit("/", 1)[0] + path)
+        config: dict[str, Any] = {"url": urlunsplit(url)}
     else:
-        client_config = {
+        config = {
             "service": {
                 "namespace": settings.namespace,
                 "name": settings.service,
-                "path": "/validate",
+                "path": path,
                 "port": 443,
             }
         }
-    client_config["caBundle"] = ca_bundle_b64
+    config["caBundle"] = ca_bundle_b64
+    return config
+
+
+def webhook_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
+    """The ValidatingWebhook that sends pod UPDATEs in the judged namespaces to us."""
+    client_config = _client_config(settings, ca_bundle_b64, VALIDATE_PATH)
     extra = json.loads(settings.namespace_selector) if settings.namespace_selector else {}
     # kubernetes.io/metadata.name is set by the API server and cannot be edited; the
     # webhook's own namespace is always left out, so a broken webhook can be repaired.
@@ -123,3 +155,51 @@ def entry_digest(entry: dict[str, Any]) -> str:
     config = {k: v for k, v in entry["clientConfig"].items() if k != "caBundle"}
     canonical = json.dumps({**entry, "clientConfig": config}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def canary_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
+    """The canary's ValidatingWebhook (CANARY_NAME). Every field the API server would
+    default is set, so the entry read back compares equal to this one."""
+    return {
+        "name": CANARY_NAME,
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        # Never refuses anything it cannot reach: a broken path must not block updates
+        # of the ConfigMap, nor anything else.
+        "failurePolicy": "Ignore",
+        "timeoutSeconds": CANARY_TIMEOUT_SECONDS,
+        "matchPolicy": "Equivalent",
+        "rules": [
+            {
+                "operations": ["UPDATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["configmaps"],
+                "scope": "Namespaced",
+            }
+        ],
+        "namespaceSelector": {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "In",
+                    "values": [settings.namespace],
+                }
+            ]
+        },
+        "objectSelector": {"matchLabels": {CANARY_LABEL: "true"}},
+        "clientConfig": _client_config(settings, ca_bundle_b64, CANARY_PATH),
+    }
+
+
+def answer_canary(body: object) -> AdmissionReview:
+    """The answer at CANARY_PATH: a dry run is refused with CANARY_MESSAGE (that is the
+    proof the controller looks for), anything else allowed, so a real update of the
+    ConfigMap is never blocked. Raises MalformedReview like answer_review."""
+    api_version, request = parse_review(body)
+    uid = request["uid"]
+    if request.get("dryRun") is True:
+        response = denied_response(uid, CANARY_MESSAGE)
+    else:
+        response = allowed_response(uid)
+    return review_envelope(api_version, response)

@@ -91,6 +91,9 @@ class Settings:
     timeout_seconds: int = 3
     namespace_selector: str = ""
     cert_secret: str = ""
+    # A ConfigMap in PRG_NAMESPACE the controller updates with dryRun=All before it
+    # registers the entry: proof that the API server itself reaches the webhook.
+    canary_configmap: str = ""
     ca_file: str = ""
     ca_lifetime: str = "730d"
     cert_lifetime: str = "90d"
@@ -350,6 +353,7 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "timeout_seconds": ("timeoutSeconds", _as_number(int, 1, 30)),
     "namespace_selector": ("namespaceSelector", _label_selector),
     "cert_secret": ("certSecret", _optional_name),
+    "canary_configmap": ("canaryConfigMap", _optional_name),
     "ca_file": ("caFile", _path),
     # Lifetimes of minutes are for tests of rotation; a serving certificate renewed a
     # third before its end must outlive a few sync periods.

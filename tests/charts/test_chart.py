@@ -28,7 +28,7 @@ from tests.charts.tools import (
     run,
 )
 from tests.deploy.test_manifests import cel_strings, find_kubectl, render
-from webhook.registration import WEBHOOK_NAME, webhook_entry
+from webhook.registration import CANARY_LABEL, WEBHOOK_NAME, webhook_entry
 from webhook.settings import Settings, describe, load_settings
 
 Doc = dict[str, Any]
@@ -49,6 +49,7 @@ CHART_OWNED_SETTINGS = {"namespace", "bind", "healthBind", "certDir", "clientCA"
 CHART_OWNED_SETTINGS |= {
     "webhookConfiguration", "service", "webhookURL", "failurePolicy", "timeoutSeconds",
     "namespaceSelector", "certSecret", "caFile", "caLifetime", "certLifetime", "syncSeconds",
+    "canaryConfigMap",
 }  # fmt: skip
 # A CA certificate (public, no key) for the existingSecret and clientAuth cases.
 PEM_CA = (REPO / "tests" / "charts" / "testdata" / "ca.crt").read_text()
@@ -119,7 +120,9 @@ def mounts(item: Doc) -> dict[str, Doc]:
 
 
 def settings_env(docs: list[Doc]) -> dict[str, str]:
-    configmaps = [doc for doc in docs if doc["kind"] == "ConfigMap" and "PRG_MODE" in doc["data"]]
+    configmaps = [
+        doc for doc in docs if doc["kind"] == "ConfigMap" and "PRG_MODE" in doc.get("data", {})
+    ]
     assert len(configmaps) == 1
     data: dict[str, str] = configmaps[0]["data"]
     return data
@@ -206,10 +209,17 @@ def check_controller_wiring(docs: list[Doc], source: str, fullname: str = RELEAS
 
 def check_rbac(docs: list[Doc], source: str, fullname: str = RELEASE) -> None:
     """Exactly: get and update of the one Secret (controller source) and the one
-    configuration, by name, bound to the webhook's service account."""
+    configuration, patch of the canary ConfigMap, by name, bound to the webhook's
+    service account."""
     rbac = {key: doc for key, doc in by_kind(docs).items() if doc["apiVersion"].startswith("rbac.")}
     role_name, cluster_role_name = f"{fullname}-certificates", f"{fullname}-webhook-configuration"
-    expected = {("ClusterRole", cluster_role_name), ("ClusterRoleBinding", cluster_role_name)}
+    canary = f"{fullname}-canary"
+    expected = {
+        ("ClusterRole", cluster_role_name),
+        ("ClusterRoleBinding", cluster_role_name),
+        ("Role", canary),
+        ("RoleBinding", canary),
+    }
     if source == "controller":
         expected |= {("Role", role_name), ("RoleBinding", role_name)}
     assert set(rbac) == expected
@@ -229,6 +239,17 @@ def check_rbac(docs: list[Doc], source: str, fullname: str = RELEASE) -> None:
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role_name,
     }  # fmt: skip
     assert binding["subjects"] == subjects
+    assert rbac[("Role", canary)]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [canary],
+            "verbs": ["patch"],
+        }
+    ]
+    assert rbac[("RoleBinding", canary)]["subjects"] == subjects
+    assert controller_settings(docs).canary_configmap == canary
+    assert by_kind(docs)[("ConfigMap", canary)]["metadata"]["labels"][CANARY_LABEL] == "true"
     if source == "controller":
         role = rbac[("Role", role_name)]
         assert role["metadata"]["namespace"] == NAMESPACE
@@ -1048,8 +1069,8 @@ EXPLICIT_DEFAULTS = {
 
 def normalise_kustomize(doc: Doc) -> Doc:
     doc = copy.deepcopy(doc)
-    if doc["kind"] == "ConfigMap":
-        # kustomize's configMapGenerator appends a hash of the contents to the name.
+    if doc["kind"] == "ConfigMap" and "data" in doc:
+        # The settings: kustomize's configMapGenerator appends a hash of the contents to the name.
         assert HASHED_CONFIGMAP.match(doc["metadata"]["name"]), doc["metadata"]["name"]
         doc["metadata"]["name"] = "pod-replace-guard"
     if doc["kind"] == "Deployment":
@@ -1074,7 +1095,7 @@ def normalise_chart(doc: Doc, theirs: Doc | None) -> Doc:
     if doc["kind"] == "Deployment":
         annotations = doc["spec"]["template"]["metadata"]["annotations"]
         assert re.fullmatch(r"[0-9a-f]{64}", annotations.pop("checksum/settings"))
-    if doc["kind"] == "ConfigMap" and theirs is not None:
+    if doc["kind"] == "ConfigMap" and theirs is not None and "data" in doc:
         defaults = Settings()
         for key, field in EXPLICIT_DEFAULTS.items():
             if key in doc["data"] and key not in theirs["data"]:

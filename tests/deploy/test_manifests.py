@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from webhook.registration import CANARY_LABEL
 from webhook.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ CLUSTER_SCOPED = {
     "Namespace", "ValidatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding"
 }  # fmt: skip
 CERTIFICATE_SECRET = "pod-replace-guard-certificates"
+CANARY = "pod-replace-guard-canary"
 
 Doc = dict[str, Any]
 
@@ -235,7 +237,9 @@ def test_the_token_reaches_only_the_controller_and_no_host_access(docs: list[Doc
     assert holders == {"certificates", "controller"}, "the webhook container holds no token"
 
 
-def test_permissions_are_one_secret_and_one_configuration_by_name(docs: list[Doc]) -> None:
+def test_permissions_are_one_secret_one_configuration_and_the_canary_by_name(
+    docs: list[Doc],
+) -> None:
     """docs/operations.md, "Permissions": exactly these, and nothing that can create."""
     rules = {
         (doc["kind"], doc["metadata"]["name"]): doc["rules"]
@@ -246,6 +250,10 @@ def test_permissions_are_one_secret_and_one_configuration_by_name(docs: list[Doc
         ("Role", "pod-replace-guard-certificates"): [
             {"apiGroups": [""], "resources": ["secrets"],
              "resourceNames": [CERTIFICATE_SECRET], "verbs": ["get", "update"]}
+        ],
+        ("Role", "pod-replace-guard-canary"): [
+            {"apiGroups": [""], "resources": ["configmaps"],
+             "resourceNames": [CANARY], "verbs": ["patch"]}
         ],
         ("ClusterRole", "pod-replace-guard-webhook-configuration"): [
             {"apiGroups": ["admissionregistration.k8s.io"],
@@ -261,6 +269,10 @@ def test_permissions_are_one_secret_and_one_configuration_by_name(docs: list[Doc
     settings = deployed_settings(docs)
     assert settings.cert_secret == CERTIFICATE_SECRET
     assert settings.webhook_configuration == NAME
+    assert settings.canary_configmap == CANARY
+    canary = find(docs, "ConfigMap", CANARY)
+    assert canary["metadata"]["labels"][CANARY_LABEL] == "true"
+    assert "data" not in canary
 
 
 def test_resources_are_requested_and_memory_limited(docs: list[Doc]) -> None:

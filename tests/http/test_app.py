@@ -565,3 +565,26 @@ def test_log_lines_count_matches_requests(
     post(client, b"not json")
     records = decision_records(decisions)
     assert [fields(record)["uid"] for record in records] == [*uids, ""]
+
+
+# --- /canary: the controller's proof that the API server reaches the webhook ----------
+
+
+def test_the_canary_refuses_a_dry_run_and_allows_the_rest(
+    client: FlaskClient, decisions: pytest.LogCaptureFixture
+) -> None:
+    from webhook.registration import CANARY_MESSAGE, CANARY_PATH
+
+    def canary(dry_run: bool) -> TestResponse:
+        body = make_review({}, {}, uid=f"uid-{dry_run}", resource="configmaps", dry_run=dry_run)
+        return client.post(CANARY_PATH, data=json.dumps(body), content_type=JSON)
+
+    refused = canary(True).get_json()["response"]
+    assert (refused["uid"], refused["allowed"]) == ("uid-True", False)
+    assert refused["status"]["message"] == CANARY_MESSAGE
+    assert canary(False).get_json()["response"] == {"uid": "uid-False", "allowed": True}
+    assert [fields(r)["uid"] for r in decision_records(decisions)] == ["uid-True", "uid-False"]
+    # Malformed input is a 4xx with a reason there too, never a crash.
+    status_body(client.post(CANARY_PATH, data=b"[1", content_type=JSON), 400)
+    status_body(client.post(CANARY_PATH, data=b"{}", content_type="text/plain"), 415)
+    status_body(client.get(CANARY_PATH), 405)

@@ -15,7 +15,18 @@ from typing import Any
 import pytest
 
 from webhook.controller import Conflict, Controller, ControllerError
-from webhook.registration import DIGEST_ANNOTATION, WEBHOOK_NAME, entry_digest, webhook_entry
+from webhook.registration import (
+    CANARY_LABEL,
+    CANARY_MESSAGE,
+    CANARY_NAME,
+    DIGEST_ANNOTATION,
+    WEBHOOK_NAME,
+    answer_canary,
+    canary_entry,
+    entry_digest,
+    webhook_entry,
+)
+from webhook.review import MalformedReview
 from webhook.settings import load_settings
 
 
@@ -62,12 +73,69 @@ def test_the_digest_ignores_the_ca_bundle_only() -> None:
     assert entry_digest(other) != entry_digest(one)
 
 
+def test_the_canary_goes_where_the_entry_goes_and_refuses_nothing_it_cannot_reach() -> None:
+    settings = load_settings(environ={"PRG_NAMESPACE": "guard"})
+    entry, canary = webhook_entry(settings, "QQ=="), canary_entry(settings, "QQ==")
+    assert canary["name"] == CANARY_NAME
+    assert canary["failurePolicy"] == "Ignore"
+    assert canary["rules"][0]["resources"] == ["configmaps"]
+    assert canary["objectSelector"] == {"matchLabels": {CANARY_LABEL: "true"}}
+    assert canary["namespaceSelector"]["matchExpressions"][0]["values"] == ["guard"]
+    assert canary["clientConfig"]["service"] == {
+        **entry["clientConfig"]["service"],
+        "path": "/canary",
+    }
+    for url, expected in [
+        ("https://10.0.0.1:8443/validate", "https://10.0.0.1:8443/canary"),
+        ("https://proxy.example/hooks/validate", "https://proxy.example/hooks/canary"),
+        ("https://proxy.example", "https://proxy.example/canary"),
+    ]:
+        by_url = load_settings(environ={"PRG_WEBHOOK_URL": url})
+        assert canary_entry(by_url, "")["clientConfig"]["url"] == expected
+
+
+def _review(dry_run: object) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "uid": "u-1",
+        "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+        "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+        "operation": "UPDATE",
+        "userInfo": {"username": "system:serviceaccount:guard:guard"},
+        "object": {},
+        "oldObject": {},
+    }
+    if dry_run is not None:
+        request["dryRun"] = dry_run
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+def test_the_canary_refuses_dry_runs_only() -> None:
+    refused = answer_canary(_review(True))["response"]
+    assert (refused["uid"], refused["allowed"]) == ("u-1", False)
+    assert refused["status"]["message"] == CANARY_MESSAGE
+    for dry_run in (None, False, "true"):
+        assert answer_canary(_review(dry_run))["response"]["allowed"] is True
+    with pytest.raises(MalformedReview):
+        answer_canary({"kind": "AdmissionReview"})
+
+
 class MemoryCluster:
     def __init__(self) -> None:
         self.secret: dict[str, Any] | None = {"metadata": {"name": "certs"}, "type": "Opaque"}
         self.configuration: dict[str, Any] | None = {"metadata": {"name": "guard"}}
         self.writes = 0
         self.conflict_next = False
+        # Whether the API server's calls reach the webhook (what a TLS probe from
+        # inside the cluster cannot tell), and the dry runs sent.
+        self.reaches_webhook = True
+        self.dry_runs = 0
+
+    def canary_refusal(self, namespace: str, name: str) -> str:
+        self.dry_runs += 1
+        canary = [e for e in _entries(self) if e.get("name") == CANARY_NAME]
+        if canary and self.reaches_webhook:
+            return f'admission webhook "{CANARY_NAME}" denied the request: {CANARY_MESSAGE}'
+        return ""
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.secret)
@@ -154,7 +222,74 @@ def test_other_entries_of_the_configuration_are_kept(tmp_path: Path) -> None:
     cluster.configuration["webhooks"] = [{"name": "other.example.com", "sideEffects": "None"}]
     now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
     _controller(tmp_path, cluster, [""], now).sync()
-    assert [e["name"] for e in _entries(cluster)] == ["other.example.com", WEBHOOK_NAME]
+    assert [e["name"] for e in _entries(cluster)] == [WEBHOOK_NAME, "other.example.com"]
+
+
+CANARY_CONFIGMAP = "guard-canary"
+
+
+def test_nothing_is_registered_until_the_api_server_reaches_the_webhook(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Service answers TLS from inside the cluster, but the API server's calls do
+    not get through (a NetworkPolicy, a client certificate the webhook refuses): the
+    pods entry is never registered, so no update is refused for want of an answer."""
+    cluster = MemoryCluster()
+    cluster.reaches_webhook = False
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now, PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP)
+    with caplog.at_level("WARNING", logger="pod_replace_guard.controller"):
+        for _ in range(5):
+            controller.sync()
+    assert [e["name"] for e in _entries(cluster)] == [CANARY_NAME]
+    assert cluster.writes == 1  # the canary entry, once
+    assert cluster.dry_runs == 4
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "the API server did not reach the webhook" in warning
+    cluster.reaches_webhook = True
+    controller.sync()
+    assert [e["name"] for e in _entries(cluster)] == [WEBHOOK_NAME, CANARY_NAME]
+    assert _entries(cluster)[0]["failurePolicy"] == "Fail"
+    writes = cluster.writes
+    for _ in range(3):
+        controller.sync()
+    assert (cluster.writes, cluster.dry_runs) == (writes, 5)  # registered: no more dry runs
+
+
+def test_a_new_target_waits_for_the_canary_and_the_canary_follows_the_bundle(
+    tmp_path: Path,
+) -> None:
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    for _ in range(2):
+        _controller(tmp_path, cluster, [""], now, PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP).sync()
+    entry, canary = _entries(cluster)
+    assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"
+    cluster.reaches_webhook = False
+    moved = _controller(
+        tmp_path,
+        cluster,
+        [""],
+        now,
+        started=1.0,
+        PRG_SERVICE="moved",
+        PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP,
+    )
+    for _ in range(3):
+        moved.sync()
+    entry, canary = _entries(cluster)
+    assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"  # not moved
+    assert canary["clientConfig"]["service"]["name"] == "moved"
+    cluster.reaches_webhook = True
+    moved.sync()
+    entry, canary = _entries(cluster)
+    assert entry["clientConfig"]["service"]["name"] == "moved"
+    # A CA renewal reaches both entries.
+    for _ in range(40):
+        now[0] += datetime.timedelta(seconds=10)
+        moved.sync()
+    entry, canary = _entries(cluster)
+    assert entry["clientConfig"]["caBundle"] == canary["clientConfig"]["caBundle"]
 
 
 def test_the_ca_bundle_follows_a_ca_renewal(tmp_path: Path) -> None:

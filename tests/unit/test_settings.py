@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "timeout_seconds": 3,
     "namespace_selector": "",
     "cert_secret": "",
+    "canary_configmap": "",
     "ca_file": "",
     "ca_lifetime": "730d",
     "cert_lifetime": "90d",
@@ -213,6 +214,7 @@ failurePolicy: Ignore
 timeoutSeconds: 5
 namespaceSelector: {matchLabels: {team: a}}
 certSecret: guard-certificates
+canaryConfigMap: guard-canary
 caFile: /etc/ca-bundle.crt
 caLifetime: 365d
 certLifetime: 30d
@@ -252,6 +254,7 @@ def test_yaml_file_sets_every_key(tmp_path: Path) -> None:
         "timeout_seconds": 5,
         "namespace_selector": '{"matchLabels": {"team": "a"}}',
         "cert_secret": "guard-certificates",
+        "canary_configmap": "guard-canary",
         "ca_file": "/etc/ca-bundle.crt",
         "ca_lifetime": "365d",
         "cert_lifetime": "30d",

@@ -65,6 +65,7 @@ PRG_LOG_LEVEL: {{ $s.logLevel | quote }}
 PRG_HEALTH_BIND: "0.0.0.0:8081"
 PRG_WEBHOOK_CONFIGURATION: {{ $fullname | quote }}
 PRG_SERVICE: {{ $fullname | quote }}
+PRG_CANARY_CONFIGMAP: {{ printf "%s-canary" $fullname | quote }}
 PRG_CERT_SECRET: {{ ternary (printf "%s-certificates" $fullname) "" (eq $c.source "controller") | quote }}
 PRG_FAILURE_POLICY: {{ .Values.webhook.failurePolicy | quote }}
 PRG_TIMEOUT_SECONDS: {{ include "prg.string" .Values.webhook.timeoutSeconds | quote }}
