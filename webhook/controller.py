@@ -119,8 +119,11 @@ class KubeCluster:
                 return None
             if error.status == 409:
                 raise Conflict(str(error.reason)) from error
+            # The Status message says what was refused (a 422 names the invalid field).
+            detail = _status_message(error.body)
             raise ControllerError(
                 f"the API server answered {error.status} {error.reason}"
+                + (f": {detail}" if detail else "")
             ) from error
         data: dict[str, Any] = json.loads(response.data)
         return data
@@ -149,10 +152,7 @@ class KubeCluster:
                 name, namespace, patch, dry_run="All", _preload_content=False, _request_timeout=15
             )
         except ApiException as error:
-            try:
-                message = str(json.loads(error.body or "{}").get("message") or "")
-            except (ValueError, AttributeError):
-                message = ""
+            message = _status_message(error.body)
             if error.status == 404:
                 raise ControllerError(
                     f"ConfigMap {namespace}/{name} does not exist (the install creates it)"
@@ -209,6 +209,17 @@ def serves_trusted_certificate(host: str, port: int, bundle: bytes) -> str:
         )
     except (OSError, ssl.SSLError) as error:
         return f"{host}:{port} does not answer TLS ({type(error).__name__}: {error})"
+
+
+def _status_message(body: object) -> str:
+    """The message of a metav1.Status body ("" when it is none), clipped: it ends up in
+    a log line."""
+    try:
+        decoded = json.loads(body) if isinstance(body, (str, bytes)) else None
+    except ValueError:
+        return ""
+    message = decoded.get("message") if isinstance(decoded, dict) else None
+    return str(message)[:1000] if message else ""
 
 
 def _named(webhooks: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -511,6 +522,12 @@ class Controller:
                 pass  # another replica wrote first: read again next time
             except errors as error:
                 self._say(f"sync failed: {error}", "controller-error")
+            except Exception as error:
+                # A bug, or an answer no one foresaw: log it and try again next time,
+                # as for any other failure (the container does not restart for it).
+                if f"sync failed: {error!r}" != self._last_reason:
+                    log.exception("sync failed unexpectedly", extra={"event": "controller-error"})
+                self._last_reason = f"sync failed: {error!r}"
             soon, self._retry_soon = self._retry_soon, False
             stop.wait(
                 min(CANARY_SETTLE_SECONDS, self._settings.sync_seconds)

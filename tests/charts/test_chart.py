@@ -8,6 +8,7 @@ lists; anything else that differs fails it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -403,6 +404,8 @@ def check_client_auth_network_policy(docs: list[Doc]) -> None:
     assert env["PRG_CLIENT_CA"] == "/etc/pod-replace-guard/client-ca/ca.crt"
     client_ca = [d for d in docs if d["metadata"]["name"] == "pod-replace-guard-client-ca"]
     assert client_ca[0]["data"]["ca.crt"] == PEM_CA
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/client-ca"] == hashlib.sha256(PEM_CA.encode()).hexdigest()
     # Only the webhook container serves, so only it asks for client certificates.
     assert "PRG_CLIENT_CA" not in container_environ(docs, "controller")
     policy = one(docs, "NetworkPolicy")["spec"]
@@ -1095,6 +1098,7 @@ def normalise_chart(doc: Doc, theirs: Doc | None) -> Doc:
     if doc["kind"] == "Deployment":
         annotations = doc["spec"]["template"]["metadata"]["annotations"]
         assert re.fullmatch(r"[0-9a-f]{64}", annotations.pop("checksum/settings"))
+        annotations.pop("checksum/client-ca", None)
     if doc["kind"] == "ConfigMap" and theirs is not None and "data" in doc:
         defaults = Settings()
         for key, field in EXPLICIT_DEFAULTS.items():

@@ -27,13 +27,16 @@ from cryptography.exceptions import InvalidSignature
 
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.conftest import ensure_namespace, pod_manifest
+from tests.support.clientcerts import write_ca, write_client
 from tests.support.server import REPO, Server, free_port, start_server, stop_process
+from webhook.registration import CANARY_LABEL, CANARY_NAME, WEBHOOK_NAME
 
 pytestmark = pytest.mark.local_plane
 
 NAMESPACE = "prg-controller"
 PODS = "prg-controller-pods"
 SECRET = "prg-controller-certificates"
+CANARY = "prg-controller-canary"
 CONFIGURATION = "prg-controller-test"
 # A CA lives 2 minutes (renewed with 40 s left), a serving certificate 1 minute
 # (renewed with 20 s left): the stream below sees a CA renewal and several certificates
@@ -49,6 +52,15 @@ def _objects(plane: ControlPlane) -> None:
     plane.kubectl("-n", NAMESPACE, "delete", "secret", SECRET, "--ignore-not-found")
     plane.apply(
         [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": CANARY,
+                    "namespace": NAMESPACE,
+                    "labels": {CANARY_LABEL: "true"},
+                },
+            },
             # What the install creates: an empty Secret and a configuration with no
             # entries, which refuses nothing.
             {
@@ -76,6 +88,7 @@ def _controller_env(plane: ControlPlane, cert_dir: Path, port: int) -> dict[str,
             "PRG_CERT_DIR": str(cert_dir),
             "PRG_CERT_SECRET": SECRET,
             "PRG_WEBHOOK_CONFIGURATION": CONFIGURATION,
+            "PRG_CANARY_CONFIGMAP": CANARY,
             "PRG_WEBHOOK_URL": f"https://127.0.0.1:{port}/validate",
             "PRG_EXEMPT_NAMESPACES": "kube-system",
             "PRG_CA_LIFETIME": CA_LIFETIME,
@@ -94,12 +107,12 @@ def _configuration(plane: ControlPlane) -> dict[str, Any]:
 
 
 def _published_cas(plane: ControlPlane) -> list[x509.Certificate]:
+    """The CAs the pods entry carries ([] while it is not registered)."""
     webhooks = _configuration(plane).get("webhooks") or []
-    if not webhooks:
+    mine = [entry for entry in webhooks if entry["name"] == WEBHOOK_NAME]
+    if not mine:
         return []
-    return x509.load_pem_x509_certificates(
-        base64.b64decode(webhooks[0]["clientConfig"]["caBundle"])
-    )
+    return x509.load_pem_x509_certificates(base64.b64decode(mine[0]["clientConfig"]["caBundle"]))
 
 
 def _served_certificate(port: int) -> x509.Certificate:
@@ -176,7 +189,7 @@ def test_registers_only_once_served_and_rotates_under_updates(
 
     # No server yet: several syncs later nothing is registered, and updates pass.
     time.sleep(4 * float(SYNC_SECONDS))
-    assert not _configuration(plane).get("webhooks"), "registered with no server answering"
+    assert not _configuration(plane).get("webhooks"), "an entry with no server answering"
     assert _label(plane, pod, "before").returncode == 0
     log = controller_run["log"].read_text()
     assert "not registering yet" in log
@@ -187,7 +200,8 @@ def test_registers_only_once_served_and_rotates_under_updates(
     )  # fmt: skip
     controller_run["server"] = server
     _wait(lambda: bool(_published_cas(plane)), 30, "the webhook entry to be registered")
-    entry = _configuration(plane)["webhooks"][0]
+    entry, canary = _configuration(plane)["webhooks"]
+    assert (entry["name"], canary["name"]) == (WEBHOOK_NAME, CANARY_NAME)
     assert entry["failurePolicy"] == "Fail"
     assert entry["namespaceSelector"]["matchExpressions"][0]["values"] == [
         "kube-system",
@@ -239,6 +253,61 @@ def test_registers_only_once_served_and_rotates_under_updates(
     assert len(servings) >= 3, "the serving certificate was not renewed"
     judged = [d for d in _decisions(server, pod) if d["allowed"]]
     assert len(judged) >= sent // 2, "the server did not judge the stream"
+
+
+def test_an_api_server_the_webhook_does_not_let_in_gets_no_entry(
+    plane: ControlPlane, controller_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """The webhook asks for a client certificate from a CA that did not sign the API
+    server's (clientAuth with the wrong CLIENT_CA, or a managed API server that presents
+    none): the controller's own TLS check passes, the API server's calls fail. The
+    canary's dry run goes through unjudged, so nothing is registered and updates pass;
+    once the server lets the API server in, the entry is registered without a restart."""
+    port = controller_run["port"]
+    pod = "locked-out"
+    plane.kubectl("-n", PODS, "delete", "pod", pod, "--ignore-not-found", "--wait=false")
+    plane.apply(pod_manifest(pod, PODS))
+    stranger = write_ca(tmp_path / "stranger", "a CA that did not sign the API server's")
+    server_env = {"PRG_NAMESPACE": NAMESPACE, "PRG_CERT_RELOAD_SECONDS": "0.5"}
+    server = start_server(
+        tmp_path / "server", port=port, generate_certs=False,
+        env={**server_env, "PRG_CLIENT_CA": str(tmp_path / "stranger" / "ca.crt")},
+        client_cert=write_client(tmp_path / "stranger", stranger, "readiness"),
+    )  # fmt: skip
+    controller_run["server"] = server
+    _wait(
+        lambda: "the API server did not reach the webhook" in controller_run["log"].read_text(),
+        60,
+        "the canary to report that the API server did not reach the webhook",
+    )
+    refused = 0
+    for step in range(20):
+        refused += _label(plane, pod, f"locked-{step}").returncode != 0
+    names = [e["name"] for e in _configuration(plane).get("webhooks") or []]
+    print(f"\nlocked out: 20 updates sent, {refused} refused; entries: {names}")
+    assert names == [CANARY_NAME], "registered although the API server cannot call it"
+    assert refused == 0
+
+    server.stop(10)
+    controller_run["server"] = server = start_server(
+        tmp_path / "server", port=port, generate_certs=False, env=server_env
+    )
+    _wait(
+        lambda: (
+            [e["name"] for e in _configuration(plane).get("webhooks") or []]
+            == [WEBHOOK_NAME, CANARY_NAME]
+        ),
+        60,
+        "the entry to be registered once the API server gets through",
+    )
+    _wait(
+        lambda: (
+            _label(plane, pod, "judged").returncode == 0
+            and any(not d["allowed"] for d in _decisions(server, pod, forbid=True, plane=plane))
+        ),
+        30,
+        "the server to judge updates",
+    )
 
 
 def _signed(cert: x509.Certificate, ca: x509.Certificate) -> bool:

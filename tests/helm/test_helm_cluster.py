@@ -17,6 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_disruptions import UpdateLoad, decisions_for
 from tests.e2e.test_enforcement import FINALIZER, create_pod
+from tests.support.clientcerts import write_ca
 
 RELEASE = "pod-replace-guard"
 CERTIFICATES = "pod-replace-guard-certificates"
@@ -148,8 +150,16 @@ MISSING_IMAGE = "pod-replace-guard-missing:0.0.0"
 
 
 def registered(plane: ControlPlane) -> bool:
-    config = configuration(plane)
-    return bool(config and config.get("webhooks"))
+    """Whether the pods entry is registered (the canary's entry may be there alone)."""
+    config = configuration(plane) or {}
+    return any(entry["name"] == WEBHOOK_NAME for entry in config.get("webhooks") or [])
+
+
+def controller_logs(plane: ControlPlane) -> str:
+    return plane.kubectl(
+        "-n", WEBHOOK_NAMESPACE, "logs", "-l", "app.kubernetes.io/name=pod-replace-guard",
+        "-c", "controller", "--tail=-1", check=False,
+    ).stdout  # fmt: skip
 
 
 def deploy_script(plane: ControlPlane, script: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -230,32 +240,44 @@ def test_missing_images_install_nothing_that_refuses(
     assert not load.failures, load.failures[:3]
 
 
-def test_install(plane: ControlPlane, helm: Helm) -> None:
-    """`helm install` into a Pod Security "restricted" namespace."""
+def client_ca_values(ca_file: str | Path) -> list[str]:
+    return ["--set", "clientAuth.enabled=true", "--set-file", f"clientAuth.caCertificate={ca_file}"]
+
+
+def test_install(plane: ControlPlane, helm: Helm, namespace: str, pod: str, tmp_path: Path) -> None:
+    """`helm install` into a Pod Security "restricted" namespace. On kind (whose API
+    server presents a client certificate) first with clientAuth trusting a CA that did
+    not sign it: the webhook answers TLS inside the cluster but refuses the API
+    server's calls. The canary keeps the entry unregistered, so no update is refused;
+    `helm upgrade` to the right CA registers it."""
     # The image the kind flow built and loaded (make helm-kind), not the chart's default
     # (the published one, which an offline cluster cannot pull).
     args = image_values(os.environ.get("HELM_E2E_IMAGE") or "pod-replace-guard:dev")
+    install = ["-n", WEBHOOK_NAMESPACE, "--wait", "--timeout", "240s"]
     client_ca = os.environ.get("HELM_E2E_CLIENT_CA")
-    if client_ca:  # the kind cluster's API server presents a client certificate
-        args += [
-            "--set",
-            "clientAuth.enabled=true",
-            "--set-file",
-            f"clientAuth.caCertificate={client_ca}",
-        ]
+    verb = "install"
+    if client_ca:
+        write_ca(tmp_path, "a CA that did not sign the API server's client certificate")
+        with UpdateLoad(plane, namespace, pod) as load:
+            helm("install", RELEASE, str(CHART), *install, *args,
+                 *client_ca_values(tmp_path / "ca.crt"))  # fmt: skip
+            until(
+                lambda: "the API server did not reach the webhook" in controller_logs(plane),
+                "the controller to report that the API server did not reach the webhook",
+                90,
+            )
+            time.sleep(10)  # a sync or more later: still nothing registered
+            assert not registered(plane)
+        load.report("pod updates while the API server could not reach the webhook")
+        reason = [line for line in controller_logs(plane).splitlines() if "did not reach" in line]
+        print(f"the controller said: {reason[0][:400]}")
+        assert load.sent > 20
+        assert not load.failures, load.failures[:3]
+        args += client_ca_values(client_ca)
+        verb = "upgrade"
     started = time.monotonic()
-    helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        WEBHOOK_NAMESPACE,
-        "--wait",
-        "--timeout",
-        "240s",
-        *args,
-    )
-    print(f"\nhelm install --wait: {time.monotonic() - started:.1f} s")
+    helm(verb, RELEASE, str(CHART), *install, *args)
+    print(f"\nhelm {verb} --wait: {time.monotonic() - started:.1f} s")
     wait_for_rollout(plane)
     status = json.loads(helm("status", RELEASE, "-n", WEBHOOK_NAMESPACE, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"

@@ -3,7 +3,6 @@ against a real ``python -m webhook serve``."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
@@ -12,11 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.support.clientcerts import write_ca, write_client
 from tests.support.reviews import update_review
 from tests.support.server import (
     Server,
@@ -150,64 +146,14 @@ def test_tls_min_version_13_refuses_12(tmp_path: Path) -> None:
 # --- client certificates ------------------------------------------------------------
 
 
-def _write_ca(directory: Path, name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert
-
-
-def _write_client(
-    directory: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], name: str
-) -> tuple[Path, Path]:
-    ca_key, ca_cert = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def mtls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, Path]]:
     """A server with --client-ca, the right client's cert, and a stranger's cert."""
     work = tmp_path_factory.mktemp("mtls")
-    trusted = _write_ca(work / "client-ca", "apiserver-client-ca")
-    stranger_ca = _write_ca(work / "other-ca", "some-other-ca")
-    right = _write_client(work / "client-ca", trusted, "kube-apiserver")
-    wrong = _write_client(work / "other-ca", stranger_ca, "kube-apiserver")
+    trusted = write_ca(work / "client-ca", "apiserver-client-ca")
+    stranger_ca = write_ca(work / "other-ca", "some-other-ca")
+    right = write_client(work / "client-ca", trusted, "kube-apiserver")
+    wrong = write_client(work / "other-ca", stranger_ca, "kube-apiserver")
     server = start_server(
         work,
         workers=1,

@@ -423,6 +423,30 @@ def test_a_second_outage_is_logged_too(tmp_path: Path, caplog: pytest.LogCapture
     assert len(failures) == 2
 
 
+def test_an_unexpected_error_does_not_stop_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only ControllerError and the transport's errors were caught: anything else (a
+    bug, an answer of a shape no one foresaw) ended the controller."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now)
+    schedule = iter([True, True, False])
+    read = cluster.read_webhook_configuration
+
+    def broken(name: str) -> dict[str, Any] | None:
+        if next(schedule):
+            raise KeyError("metadata")
+        return read(name)
+
+    cluster.read_webhook_configuration = broken  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="pod_replace_guard.controller"):
+        controller.run(_Ticks(3), ())  # type: ignore[arg-type]
+    assert [e["name"] for e in _entries(cluster)] == [WEBHOOK_NAME]
+    unexpected = [r for r in caplog.records if r.getMessage() == "sync failed unexpectedly"]
+    assert len(unexpected) == 1  # once while it lasts
+
+
 # CEL string literals (cel-spec, langdef.md "String and Bytes Values"): the escapes
 # below, and a \u or \U escape must name a Unicode scalar value (cel-go refuses a
 # surrogate: "invalid unicode code point"). No raw newline, carriage return, quote or
