@@ -216,10 +216,10 @@ def validate() -> Response:
         metrics.in_flight.dec()
 
 
-@admission.post(CANARY_PATH)
-def canary() -> Response:
+@admission.post(f"{CANARY_PATH}/<token>")
+def canary(token: str) -> Response:
     """The controller's proof that the API server reaches us (registration.canary_entry):
-    a dry-run update is refused with CANARY_MESSAGE, anything else allowed."""
+    its probe is refused with the message it looks for, anything else allowed."""
     uid: str | None = None
     try:
         body = _review_body()
@@ -227,7 +227,7 @@ def canary() -> Response:
             return body
         uid = _peek_uid(body)
         try:
-            answer = answer_canary(body)
+            answer = answer_canary(body, token)
         except MalformedReview as error:
             return _refuse(400, "BadRequest", error.reason, error.uid or uid)
         log_info_line(
@@ -290,7 +290,7 @@ def create_app(settings: Settings, readiness: Readiness | None = None) -> Flask:
     def http_error(error: HTTPException) -> Response:
         # Flask's own errors (404, 405) in the same JSON shape as ours.
         code = error.code or 500
-        if request.path in ("/validate", CANARY_PATH):
+        if request.path == "/validate" or request.path.startswith(CANARY_PATH + "/"):
             _metrics().malformed.labels(reason=error.name.lower()).inc()
         response = _failure(code, error.name.replace(" ", ""), error.description or error.name)
         for header, value in error.get_headers():

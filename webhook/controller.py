@@ -34,6 +34,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import secrets
 import socket
 import ssl
 import threading
@@ -45,12 +46,15 @@ from urllib.parse import urlsplit
 
 from webhook.certs import CA_CERT, TLS_CERT, TLS_KEY, serving_names, write_file
 from webhook.registration import (
-    CANARY_MESSAGE,
+    CANARY_ANNOTATION,
+    CANARY_LABEL,
     CANARY_NAME,
     DIGEST_ANNOTATION,
     STARTED_ANNOTATION,
     WEBHOOK_NAME,
     canary_entry,
+    canary_message,
+    canary_token,
     entry_digest,
     webhook_entry,
 )
@@ -68,11 +72,13 @@ SECRET_KEYS: Final = {
     "bundle": "ca-bundle.crt",
 }
 PROBE_TIMEOUT_SECONDS: Final = 3.0
-# After writing the canary entry, the wait before the dry run: the API servers load a
+# After writing the canary entry, the wait before the dry run: an API server loads a
 # changed configuration within about a second.
 CANARY_SETTLE_SECONDS: Final = 2.0
-# The annotation the dry run sets on the canary ConfigMap (never stored).
-CANARY_ANNOTATION: Final = "pod-replace-guard.io/canary-at"
+# How long after writing the canary entry a dry run that went through unjudged is
+# taken for an API server that has not loaded the entry yet (tried again soon, said
+# quietly) rather than for one that cannot reach the webhook.
+CANARY_PATIENCE: Final = datetime.timedelta(seconds=15)
 
 
 class ControllerError(RuntimeError):
@@ -93,9 +99,10 @@ class Cluster(Protocol):
     def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None: ...
     def read_webhook_configuration(self, name: str) -> dict[str, Any] | None: ...
     def replace_webhook_configuration(self, name: str, body: dict[str, Any]) -> None: ...
-    def canary_refusal(self, namespace: str, name: str) -> str:
-        """Update the ConfigMap with dryRun=All: "" when the API server accepted it,
-        else the message it refused it with."""
+    def canary_refusal(self, namespace: str, name: str, nonce: str) -> str:
+        """Update the ConfigMap with dryRun=All, ``nonce`` in CANARY_ANNOTATION: ""
+        when the API server accepted it, else why not (its message). Never raises for
+        an answer of the API server."""
         ...
 
 
@@ -143,26 +150,19 @@ class KubeCluster:
         if self._call(replace, name, body) is None:
             raise ControllerError(f"ValidatingWebhookConfiguration {name} was deleted")
 
-    def canary_refusal(self, namespace: str, name: str) -> str:
+    def canary_refusal(self, namespace: str, name: str, nonce: str) -> str:
         from kubernetes.client.exceptions import ApiException
 
-        patch = {"metadata": {"annotations": {CANARY_ANNOTATION: f"{time.time():.3f}"}}}
+        patch = {"metadata": {"annotations": {CANARY_ANNOTATION: nonce}}}
         try:
             self._core.patch_namespaced_config_map(
                 name, namespace, patch, dry_run="All", _preload_content=False, _request_timeout=15
             )
         except ApiException as error:
-            message = _status_message(error.body)
             if error.status == 404:
-                raise ControllerError(
-                    f"ConfigMap {namespace}/{name} does not exist (the install creates it)"
-                ) from error
-            if CANARY_MESSAGE not in message and error.status in (401, 403):
-                raise ControllerError(
-                    f"the API server answered {error.status} {error.reason} to the canary's"
-                    f" dry run: {message}"
-                ) from error
-            return message or f"{error.status} {error.reason}"
+                return f"ConfigMap {namespace}/{name} does not exist (the install creates it)"
+            message = _status_message(error.body)
+            return f"{error.status} {error.reason}" + (f": {message}" if message else "")
         return ""
 
 
@@ -216,10 +216,17 @@ def _status_message(body: object) -> str:
     a log line."""
     try:
         decoded = json.loads(body) if isinstance(body, (str, bytes)) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     message = decoded.get("message") if isinstance(decoded, dict) else None
     return str(message)[:1000] if message else ""
+
+
+def _canary_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """What the controller owns of the canary entry: not the namespaceSelector, which
+    some platforms extend (AKS's admissions enforcer adds its own expressions), so a
+    rewrite never fights them."""
+    return {key: value for key, value in entry.items() if key != "namespaceSelector"}
 
 
 def _named(webhooks: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -278,6 +285,8 @@ class Controller:
         self._last_reason = ""
         # Set when the next pass should come soon (the canary entry was just written).
         self._retry_soon = False
+        # When this controller last wrote the canary entry.
+        self._canary_written = datetime.datetime.min.replace(tzinfo=datetime.UTC)
         # When this controller started (wall clock, shared by the replicas' nodes).
         self._started = started if started is not None else time.time()
 
@@ -430,19 +439,23 @@ class Controller:
         host, port = probe_target(entry)
         why_not = self._probe(host, port, bundle)
         if not why_not and self._settings.canary_configmap:
-            why_not = self._canary(configuration, bundle, f"{host}:{port}")
+            try:
+                why_not = self._canary(configuration, bundle, f"{host}:{port}")
+            except ControllerError as error:
+                why_not = f"the canary failed: {error}"
         if why_not:
             self._say(waiting + why_not, "registration-waiting")
         return not why_not
 
     def _canary(self, configuration: dict[str, Any], bundle: bytes, target: str) -> str:
-        """ "" once a dry run of the canary ConfigMap came back refused by the webhook's
-        canary, else why not. The canary entry goes to the same target as the entry
-        waiting for approval; it is written first if it is not that already."""
+        """ "" once the controller's dry run of the canary ConfigMap came back refused by
+        the webhook's canary, for this target and this dry run; else why not. The
+        canary entry goes to the same target as the entry waiting for approval; it is
+        written first if it is not that already."""
         webhooks: list[dict[str, Any]] = configuration["webhooks"]
         desired = canary_entry(self._settings, _b64(bundle))
         live = _named(webhooks, CANARY_NAME)
-        if live != desired:
+        if live is None or _canary_fields(live) != _canary_fields(desired):
             if live is None:
                 webhooks.append(desired)
             else:
@@ -450,15 +463,17 @@ class Controller:
             self._cluster.replace_webhook_configuration(
                 self._settings.webhook_configuration, configuration
             )
-            log.info(
-                "canary entry written",
-                extra={"event": "canary-registered", "target": target},
-            )
+            log.info("canary entry written", extra={"event": "canary-registered", "target": target})
+            self._canary_written = self._clock()
             self._retry_soon = True
             raise _CanaryWritten
         namespace, name = self._settings.namespace, self._settings.canary_configmap
-        refusal = self._cluster.canary_refusal(namespace, name)
-        if CANARY_MESSAGE in refusal:
+        nonce = secrets.token_hex(8)
+        refusal = self._cluster.canary_refusal(namespace, name, nonce)
+        expected = f'admission webhook "{CANARY_NAME}" denied the request: ' + canary_message(
+            canary_token(self._settings), nonce
+        )
+        if expected in refusal:
             log.info(
                 "the API server reached the webhook",
                 extra={"event": "canary-reached", "target": target},
@@ -467,15 +482,19 @@ class Controller:
         if refusal:
             return (
                 f"a dry-run update of ConfigMap {namespace}/{name} was refused, but not by"
-                f" the webhook's canary: {refusal}"
+                f" the webhook's canary at {target}: {refusal}"
             )
+        if self._clock() - self._canary_written < CANARY_PATIENCE:
+            # Most likely an API server that has not loaded the canary entry yet.
+            self._retry_soon = True
+            return f"the API server has not sent the canary's dry run to {target} yet"
         return (
             f"the API server did not reach the webhook at {target}: a dry-run update of"
             f" ConfigMap {namespace}/{name}, which the canary entry sends there, went through"
             " unjudged (its failurePolicy is Ignore). The webhook answers TLS from inside the"
             " cluster, so look between the API server and it: a NetworkPolicy or firewall"
-            " that drops the API server's connections, or a client certificate the webhook"
-            " does not trust (clientCA)"
+            " that drops the API server's connections, a client certificate the webhook"
+            f" does not trust (clientCA), or the ConfigMap without its label {CANARY_LABEL}=true"
         )
 
     def _say(self, reason: str, event: str) -> None:
@@ -502,15 +521,19 @@ class Controller:
                 self._register(configuration, self._bundle_from_file())
             return
         material = self._sync_secret(configuration)
-        if register and name:
-            published = self._register(configuration, material.bundle)
-        # The bundle goes out before the certificate: a replica serves a certificate only
-        # once the published bundle has trusted its CA for PROPAGATION_GRACE (a Secret
-        # made again from nothing, say, is served only then), or while nothing is
-        # registered (nothing depends on it), or when it serves nothing yet.
-        served = Path(self._settings.cert_dir) / TLS_CERT
-        if not served.exists() or safe_to_serve(material.tls_cert, published, self._clock()):
-            self._write_files(material)
+        try:
+            if register and name:
+                published = self._register(configuration, material.bundle)
+        finally:
+            # Even when registering failed: a renewed certificate must not wait on it.
+            # The bundle goes out before the certificate: a replica serves a
+            # certificate only once the published bundle has trusted its CA for
+            # PROPAGATION_GRACE (a Secret made again from nothing, say, is served only
+            # then), or while nothing is registered (nothing depends on it), or when it
+            # serves nothing yet.
+            served = Path(self._settings.cert_dir) / TLS_CERT
+            if not served.exists() or safe_to_serve(material.tls_cert, published, self._clock()):
+                self._write_files(material)
 
     def run(self, stop: threading.Event, transport: tuple[type[BaseException], ...]) -> None:
         errors: tuple[type[BaseException], ...] = (ControllerError, *transport)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,18 +22,25 @@ from webhook.settings import Settings
 
 WEBHOOK_NAME: Final = "pods.pod-replace-guard.io"
 VALIDATE_PATH: Final = "/validate"
-# The canary: a second entry, failurePolicy Ignore, that sends updates of one labelled
-# ConfigMap in the webhook's namespace to CANARY_PATH on the same target. The
-# controller updates that ConfigMap with dryRun=All; if the API server's call gets
-# through (network policy, firewall, client certificate: everything a TLS check from
-# inside the cluster cannot see), the webhook refuses it with CANARY_MESSAGE and the
-# controller knows the pods entry can be registered with failurePolicy Fail. If it
-# does not get through, Ignore lets the dry run pass and nothing is registered.
+# The canary: a second entry, failurePolicy Ignore, that sends the controller's
+# dry-run updates of one labelled ConfigMap in the webhook's namespace to the same
+# target, at CANARY_PATH/<token of the target>. The controller sends such a dry run
+# with a fresh nonce in CANARY_ANNOTATION; if the API server's call gets through
+# (network policy, firewall, client certificate: everything a TLS check from inside
+# the cluster cannot see), the webhook refuses it with canary_message(token, nonce),
+# and the controller knows the pods entry can be registered there with failurePolicy
+# Fail. If it does not get through, Ignore lets the dry run pass and nothing is
+# registered. The token ties the answer to the target (an API server still holding
+# the canary's previous target answers with another), the nonce to this dry run.
 CANARY_NAME: Final = "canary.pod-replace-guard.io"
 CANARY_PATH: Final = "/canary"
 CANARY_LABEL: Final = "pod-replace-guard.io/canary"
+CANARY_ANNOTATION: Final = "pod-replace-guard.io/canary-nonce"
 CANARY_MESSAGE: Final = "pod-replace-guard canary: the API server reached the webhook"
 CANARY_TIMEOUT_SECONDS: Final = 5
+_HEX = re.compile(r"[0-9a-f]{8,64}")
+
+
 # Set on the ValidatingWebhookConfiguration: a digest of the entry the controller
 # last wrote (without the caBundle). The controller rewrites the entry only when its
 # own settings give another digest (an upgrade), so a deliberate edit of the live
@@ -40,6 +48,10 @@ CANARY_TIMEOUT_SECONDS: Final = 5
 DIGEST_ANNOTATION: Final = "pod-replace-guard.io/entry-digest"
 # When the controller that wrote the entry started (Unix time).
 STARTED_ANNOTATION: Final = "pod-replace-guard.io/entry-writer-started"
+
+
+def canary_message(token: str, nonce: str) -> str:
+    return f"{CANARY_MESSAGE} (target {token}, nonce {nonce})"
 
 
 _CEL_ESCAPES: Final = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -157,9 +169,16 @@ def entry_digest(entry: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def canary_token(settings: Settings) -> str:
+    """Names the pods entry's target (Service or URL, not the caBundle)."""
+    config = _client_config(settings, "", VALIDATE_PATH)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def canary_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
     """The canary's ValidatingWebhook (CANARY_NAME). Every field the API server would
     default is set, so the entry read back compares equal to this one."""
+    path = f"{CANARY_PATH}/{canary_token(settings)}"
     return {
         "name": CANARY_NAME,
         "admissionReviewVersions": ["v1"],
@@ -188,18 +207,38 @@ def canary_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
             ]
         },
         "objectSelector": {"matchLabels": {CANARY_LABEL: "true"}},
-        "clientConfig": _client_config(settings, ca_bundle_b64, CANARY_PATH),
+        # Only the controller's probes: a dry run carrying the nonce annotation. Anyone
+        # else's update of the ConfigMap, dry runs included (Flux and `kubectl diff`
+        # dry-run every object they apply), is never sent.
+        "matchConditions": [
+            {
+                "name": "controller-probe",
+                "expression": "has(request.dryRun) && request.dryRun"
+                " && has(object.metadata.annotations)"
+                f" && {cel_string(CANARY_ANNOTATION)} in object.metadata.annotations",
+            }
+        ],
+        "clientConfig": _client_config(settings, ca_bundle_b64, path),
     }
 
 
-def answer_canary(body: object) -> AdmissionReview:
-    """The answer at CANARY_PATH: a dry run is refused with CANARY_MESSAGE (that is the
-    proof the controller looks for), anything else allowed, so a real update of the
-    ConfigMap is never blocked. Raises MalformedReview like answer_review."""
+def answer_canary(body: object, token: str) -> AdmissionReview:
+    """The answer at CANARY_PATH/<token>: the controller's probe (a dry run carrying a
+    nonce in CANARY_ANNOTATION) is refused with canary_message(token, nonce), which is
+    the proof the controller looks for; anything else is allowed, so no one else's
+    update or dry run of the ConfigMap is ever refused. Raises MalformedReview like
+    answer_review."""
     api_version, request = parse_review(body)
     uid = request["uid"]
-    if request.get("dryRun") is True:
-        response = denied_response(uid, CANARY_MESSAGE)
+    annotations = ((request.get("object") or {}).get("metadata") or {}).get("annotations")
+    nonce = annotations.get(CANARY_ANNOTATION) if isinstance(annotations, dict) else None
+    if (
+        request.get("dryRun") is True
+        and isinstance(nonce, str)
+        and _HEX.fullmatch(nonce)
+        and _HEX.fullmatch(token)
+    ):
+        response = denied_response(uid, canary_message(token, nonce))
     else:
         response = allowed_response(uid)
     return review_envelope(api_version, response)

@@ -570,21 +570,24 @@ def test_log_lines_count_matches_requests(
 # --- /canary: the controller's proof that the API server reaches the webhook ----------
 
 
-def test_the_canary_refuses_a_dry_run_and_allows_the_rest(
+def test_the_canary_refuses_the_controllers_probe_and_allows_the_rest(
     client: FlaskClient, decisions: pytest.LogCaptureFixture
 ) -> None:
-    from webhook.registration import CANARY_MESSAGE, CANARY_PATH
+    from webhook.registration import CANARY_ANNOTATION, CANARY_PATH, canary_message
 
-    def canary(dry_run: bool) -> TestResponse:
-        body = make_review({}, {}, uid=f"uid-{dry_run}", resource="configmaps", dry_run=dry_run)
-        return client.post(CANARY_PATH, data=json.dumps(body), content_type=JSON)
+    def canary(dry_run: bool, uid: str, path: str = f"{CANARY_PATH}/feedc0de") -> TestResponse:
+        probe = {"metadata": {"annotations": {CANARY_ANNOTATION: "00112233aabbccdd"}}}
+        body = make_review({}, probe, uid=uid, resource="configmaps", dry_run=dry_run)
+        return client.post(path, data=json.dumps(body), content_type=JSON)
 
-    refused = canary(True).get_json()["response"]
-    assert (refused["uid"], refused["allowed"]) == ("uid-True", False)
-    assert refused["status"]["message"] == CANARY_MESSAGE
-    assert canary(False).get_json()["response"] == {"uid": "uid-False", "allowed": True}
-    assert [fields(r)["uid"] for r in decision_records(decisions)] == ["uid-True", "uid-False"]
+    refused = canary(True, "uid-probe").get_json()["response"]
+    assert (refused["uid"], refused["allowed"]) == ("uid-probe", False)
+    assert refused["status"]["message"] == canary_message("feedc0de", "00112233aabbccdd")
+    assert canary(False, "uid-real").get_json()["response"] == {"uid": "uid-real", "allowed": True}
+    logged = [fields(r)["uid"] for r in decision_records(decisions)]
+    assert logged == ["uid-probe", "uid-real"]
     # Malformed input is a 4xx with a reason there too, never a crash.
-    status_body(client.post(CANARY_PATH, data=b"[1", content_type=JSON), 400)
-    status_body(client.post(CANARY_PATH, data=b"{}", content_type="text/plain"), 415)
-    status_body(client.get(CANARY_PATH), 405)
+    status_body(client.post(f"{CANARY_PATH}/x", data=b"[1", content_type=JSON), 400)
+    status_body(client.post(f"{CANARY_PATH}/x", data=b"{}", content_type="text/plain"), 415)
+    status_body(client.get(f"{CANARY_PATH}/x"), 405)
+    status_body(canary(True, "uid-no-token", path=CANARY_PATH), 404)

@@ -16,6 +16,7 @@ import pytest
 
 from webhook.controller import Conflict, Controller, ControllerError
 from webhook.registration import (
+    CANARY_ANNOTATION,
     CANARY_LABEL,
     CANARY_MESSAGE,
     CANARY_NAME,
@@ -23,6 +24,8 @@ from webhook.registration import (
     WEBHOOK_NAME,
     answer_canary,
     canary_entry,
+    canary_message,
+    canary_token,
     entry_digest,
     webhook_entry,
 )
@@ -76,6 +79,7 @@ def test_the_digest_ignores_the_ca_bundle_only() -> None:
 def test_the_canary_goes_where_the_entry_goes_and_refuses_nothing_it_cannot_reach() -> None:
     settings = load_settings(environ={"PRG_NAMESPACE": "guard"})
     entry, canary = webhook_entry(settings, "QQ=="), canary_entry(settings, "QQ==")
+    token = canary_token(settings)
     assert canary["name"] == CANARY_NAME
     assert canary["failurePolicy"] == "Ignore"
     assert canary["rules"][0]["resources"] == ["configmaps"]
@@ -83,25 +87,36 @@ def test_the_canary_goes_where_the_entry_goes_and_refuses_nothing_it_cannot_reac
     assert canary["namespaceSelector"]["matchExpressions"][0]["values"] == ["guard"]
     assert canary["clientConfig"]["service"] == {
         **entry["clientConfig"]["service"],
-        "path": "/canary",
+        "path": f"/canary/{token}",
     }
+    (condition,) = canary["matchConditions"]
+    assert "request.dryRun" in condition["expression"]
+    assert f"'{CANARY_ANNOTATION}' in object.metadata.annotations" in condition["expression"]
     for url, expected in [
-        ("https://10.0.0.1:8443/validate", "https://10.0.0.1:8443/canary"),
-        ("https://proxy.example/hooks/validate", "https://proxy.example/hooks/canary"),
-        ("https://proxy.example", "https://proxy.example/canary"),
+        ("https://10.0.0.1:8443/validate", "https://10.0.0.1:8443/canary/"),
+        ("https://proxy.example/hooks/validate", "https://proxy.example/hooks/canary/"),
+        ("https://proxy.example", "https://proxy.example/canary/"),
     ]:
         by_url = load_settings(environ={"PRG_WEBHOOK_URL": url})
-        assert canary_entry(by_url, "")["clientConfig"]["url"] == expected
+        assert canary_entry(by_url, "")["clientConfig"]["url"] == expected + canary_token(by_url)
+    # The token names the target, not the bundle.
+    moved = load_settings(environ={"PRG_NAMESPACE": "guard", "PRG_SERVICE": "moved"})
+    assert canary_token(moved) != token
+    assert canary_entry(settings, "Qg==")["clientConfig"]["service"]["path"].endswith(token)
 
 
-def _review(dry_run: object) -> dict[str, Any]:
+NONCE = "0123456789abcdef"
+
+
+def _review(dry_run: object, nonce: object = NONCE) -> dict[str, Any]:
+    annotations = {} if nonce is None else {CANARY_ANNOTATION: nonce}
     request: dict[str, Any] = {
         "uid": "u-1",
         "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
         "resource": {"group": "", "version": "v1", "resource": "configmaps"},
         "operation": "UPDATE",
         "userInfo": {"username": "system:serviceaccount:guard:guard"},
-        "object": {},
+        "object": {"metadata": {"annotations": annotations}},
         "oldObject": {},
     }
     if dry_run is not None:
@@ -109,14 +124,27 @@ def _review(dry_run: object) -> dict[str, Any]:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
 
 
-def test_the_canary_refuses_dry_runs_only() -> None:
-    refused = answer_canary(_review(True))["response"]
+def test_the_canary_refuses_the_controllers_probe_only() -> None:
+    """Only a dry run carrying a nonce is refused (with the target's token and the
+    nonce): Flux's and `kubectl diff`'s dry runs of the ConfigMap, which carry none,
+    and every real update pass."""
+    refused = answer_canary(_review(True), "feedc0de")["response"]
     assert (refused["uid"], refused["allowed"]) == ("u-1", False)
-    assert refused["status"]["message"] == CANARY_MESSAGE
-    for dry_run in (None, False, "true"):
-        assert answer_canary(_review(dry_run))["response"]["allowed"] is True
+    assert refused["status"]["message"] == canary_message("feedc0de", NONCE)
+    assert CANARY_MESSAGE in refused["status"]["message"]
+    for dry_run, nonce, token in [
+        (None, NONCE, "feedc0de"),
+        (False, NONCE, "feedc0de"),
+        ("true", NONCE, "feedc0de"),
+        (True, None, "feedc0de"),  # a server-side dry-run apply of the manifest
+        (True, "not hex, maybe a secret", "feedc0de"),
+        (True, 12345678, "feedc0de"),
+        (True, NONCE, "../../x"),
+    ]:
+        answer = answer_canary(_review(dry_run, nonce), token)["response"]
+        assert answer["allowed"] is True, (dry_run, nonce, token)
     with pytest.raises(MalformedReview):
-        answer_canary({"kind": "AdmissionReview"})
+        answer_canary({"kind": "AdmissionReview"}, "feedc0de")
 
 
 class MemoryCluster:
@@ -129,13 +157,21 @@ class MemoryCluster:
         # inside the cluster cannot tell), and the dry runs sent.
         self.reaches_webhook = True
         self.dry_runs = 0
+        self.stale_canary = False
+        self.loaded_canary: dict[str, Any] | None = None
 
-    def canary_refusal(self, namespace: str, name: str) -> str:
+    def canary_refusal(self, namespace: str, name: str, nonce: str) -> str:
+        """As an API server would answer: refused by the canary where it is loaded
+        (stale_canary: as it was one write earlier) and the webhook is reachable."""
         self.dry_runs += 1
-        canary = [e for e in _entries(self) if e.get("name") == CANARY_NAME]
-        if canary and self.reaches_webhook:
-            return f'admission webhook "{CANARY_NAME}" denied the request: {CANARY_MESSAGE}'
-        return ""
+        seen = self.loaded_canary if self.stale_canary else _named_entry(self, CANARY_NAME)
+        self.loaded_canary = _named_entry(self, CANARY_NAME)
+        if seen is None or not self.reaches_webhook:
+            return ""
+        token = seen["clientConfig"]["service"]["path"].rsplit("/", 1)[1]
+        return f'admission webhook "{CANARY_NAME}" denied the request: ' + canary_message(
+            token, nonce
+        )
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.secret)
@@ -152,6 +188,10 @@ class MemoryCluster:
     def replace_webhook_configuration(self, name: str, body: dict[str, Any]) -> None:
         self.writes += 1
         self.configuration = copy.deepcopy(body)
+
+
+def _named_entry(cluster: MemoryCluster, name: str) -> dict[str, Any] | None:
+    return next((e for e in _entries(cluster) if e.get("name") == name), None)
 
 
 def _controller(
@@ -241,11 +281,14 @@ def test_nothing_is_registered_until_the_api_server_reaches_the_webhook(
     with caplog.at_level("WARNING", logger="pod_replace_guard.controller"):
         for _ in range(5):
             controller.sync()
+            now[0] += datetime.timedelta(seconds=5)
     assert [e["name"] for e in _entries(cluster)] == [CANARY_NAME]
     assert cluster.writes == 1  # the canary entry, once
     assert cluster.dry_runs == 4
-    (warning,) = [r.getMessage() for r in caplog.records]
-    assert "the API server did not reach the webhook" in warning
+    # First taken for an API server that has not loaded the entry yet, then said.
+    quiet, loud = [r.getMessage() for r in caplog.records]
+    assert "has not sent the canary's dry run" in quiet
+    assert "the API server did not reach the webhook" in loud
     cluster.reaches_webhook = True
     controller.sync()
     assert [e["name"] for e in _entries(cluster)] == [WEBHOOK_NAME, CANARY_NAME]
@@ -421,6 +464,85 @@ def test_a_second_outage_is_logged_too(tmp_path: Path, caplog: pytest.LogCapture
         controller.run(_Ticks(7), ())  # type: ignore[arg-type]
     failures = [r for r in caplog.records if "503" in r.getMessage()]
     assert len(failures) == 2
+
+
+def test_a_platform_extending_the_canarys_selector_is_not_fought(tmp_path: Path) -> None:
+    """AKS's admissions enforcer adds its own namespaceSelector expressions to every
+    entry: comparing the whole entry rewrote the canary on every pass, and the dry run
+    (so the registration) never came."""
+    cluster = MemoryCluster()
+    cluster.reaches_webhook = False
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    controller = _controller(tmp_path, cluster, [""], now, PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP)
+    controller.sync()
+    canary = _named_entry(cluster, CANARY_NAME)
+    assert canary is not None
+    canary["namespaceSelector"]["matchExpressions"].append(
+        {"key": "control-plane", "operator": "DoesNotExist"}
+    )
+    cluster.reaches_webhook = True
+    controller.sync()
+    assert [e["name"] for e in _entries(cluster)] == [WEBHOOK_NAME, CANARY_NAME]
+    assert cluster.writes == 2  # the canary once, then the entry
+
+
+def test_a_stale_canary_does_not_approve_a_new_target(tmp_path: Path) -> None:
+    """An API server still holding the canary's previous target (several API servers,
+    each loading the configuration in its own time) answers from the old target: its
+    answer names another target, so the move waits."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    for _ in range(2):
+        _controller(tmp_path, cluster, [""], now, PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP).sync()
+    cluster.stale_canary = True
+    cluster.loaded_canary = _named_entry(cluster, CANARY_NAME)
+    moved = _controller(
+        tmp_path, cluster, [""], now, started=1.0,
+        PRG_SERVICE="moved", PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP,
+    )  # fmt: skip
+    moved.sync()  # writes the canary for the new target
+    moved.sync()  # the dry run reaches the old target's canary
+    entry = _named_entry(cluster, WEBHOOK_NAME)
+    assert entry is not None
+    assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"
+    moved.sync()  # now loaded: approved
+    entry = _named_entry(cluster, WEBHOOK_NAME)
+    assert entry is not None
+    assert entry["clientConfig"]["service"]["name"] == "moved"
+
+
+def test_certificates_are_renewed_while_a_move_waits_on_a_broken_canary(tmp_path: Path) -> None:
+    """Registration failing (the canary's ConfigMap deleted, a write refused) must not
+    stop the served certificate from being renewed: it expired under a Fail entry."""
+    cluster = MemoryCluster()
+    now = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)]
+    for _ in range(2):
+        _controller(tmp_path, cluster, [""], now, PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP).sync()
+    cluster.canary_refusal = lambda *args: "ConfigMap pod-replace-guard/guard-canary does not exist"  # type: ignore[method-assign]
+    moved = _controller(
+        tmp_path, cluster, [""], now, started=1.0,
+        PRG_SERVICE="moved", PRG_CANARY_CONFIGMAP=CANARY_CONFIGMAP,
+    )  # fmt: skip
+    replace = cluster.replace_webhook_configuration
+    refuse = iter([False, True] * 100)
+
+    def sometimes_refused(name: str, body: dict[str, Any]) -> None:
+        if next(refuse):
+            raise ControllerError("the API server answered 500 Internal Server Error")
+        replace(name, body)
+
+    cluster.replace_webhook_configuration = sometimes_refused  # type: ignore[method-assign]
+    for _ in range(60):  # 10 minutes: several 3-minute certificates
+        now[0] += datetime.timedelta(seconds=10)
+        with contextlib.suppress(ControllerError, Conflict):
+            moved.sync()
+    from cryptography import x509
+
+    served = x509.load_pem_x509_certificate((tmp_path / "certs" / "tls.crt").read_bytes())
+    assert served.not_valid_after_utc > now[0]
+    entry = _named_entry(cluster, WEBHOOK_NAME)
+    assert entry is not None
+    assert entry["clientConfig"]["service"]["name"] == "pod-replace-guard"  # never moved
 
 
 def test_an_unexpected_error_does_not_stop_the_loop(
