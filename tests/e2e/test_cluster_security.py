@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     webhook_pods,
 )
 from tests.e2e.test_enforcement import create_pod
+from webhook.registration import CANARY_LABEL, CANARY_NAME, WEBHOOK_NAME
 
 pytestmark = pytest.mark.real_cluster
 
@@ -206,3 +207,38 @@ def test_certificates_rotate_under_a_stream_of_updates(
         "-n", WEBHOOK_NAMESPACE, "logs", DEPLOYMENT, "-c", "controller", "--tail=-1"
     ).stdout
     assert "PRIVATE KEY" not in logs
+
+
+def test_only_the_controllers_probe_is_refused_by_the_canary(plane: ControlPlane) -> None:
+    """Flux applies every object with a server-side dry run first, and `kubectl diff`
+    is one: the canary must let theirs through (it refused every dry run of its
+    ConfigMap, so a GitOps apply of the install failed), and the registration it
+    proved is in place."""
+    config = json.loads(
+        plane.kubectl(
+            "get", "validatingwebhookconfiguration", "pod-replace-guard", "-o", "json"
+        ).stdout
+    )
+    assert [e["name"] for e in config["webhooks"]] == [WEBHOOK_NAME, CANARY_NAME]
+    manifest = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "pod-replace-guard-canary",
+                "namespace": WEBHOOK_NAMESPACE,
+                "labels": {CANARY_LABEL: "true", "gitops": "dry-run"},
+            },
+        }
+    )
+    for args in (
+        ["apply", "--server-side", "--dry-run=server", "--field-manager=flux", "-f", "-"],
+        ["apply", "--dry-run=server", "-f", "-"],
+    ):
+        result = plane.kubectl(*args, input=manifest, check=False)
+        assert result.returncode == 0, result.stderr
+    labelled = plane.kubectl(
+        "-n", WEBHOOK_NAMESPACE, "label", "configmap", "pod-replace-guard-canary", "x=y",
+        "--dry-run=server", check=False,
+    )  # fmt: skip
+    assert labelled.returncode == 0, labelled.stderr
