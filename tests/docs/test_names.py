@@ -46,6 +46,7 @@ OTHER_TOOLS_FLAGS = frozenset(
         "--format",  # docker image inspect
         "--cacert",  # curl
         "--dry-run",  # kubectl
+        "--server-side",  # kubectl apply
         "--force",  # kubectl delete
         "--grace-period",  # kubectl delete
         "--type",  # kubectl patch
