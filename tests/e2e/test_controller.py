@@ -170,6 +170,18 @@ def _label(plane: ControlPlane, pod: str, value: str) -> subprocess.CompletedPro
     )
 
 
+def _wait_judged(plane: ControlPlane, server: Server, pod: str) -> None:
+    """Until an allowed update passes and a forbidden one is refused by ``server``."""
+    _wait(
+        lambda: (
+            _label(plane, pod, "judged").returncode == 0
+            and any(not d["allowed"] for d in _decisions(server, pod, forbid=True, plane=plane))
+        ),
+        30,
+        "the server to judge updates",
+    )
+
+
 def _wait(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,14 +221,7 @@ def test_registers_only_once_served_and_rotates_under_updates(
     ]
 
     # A forbidden update is refused by this server.
-    _wait(
-        lambda: (
-            _label(plane, pod, "probe").returncode == 0
-            and any(not d["allowed"] for d in _decisions(server, pod, forbid=True, plane=plane))
-        ),
-        30,
-        "the server to judge updates",
-    )
+    _wait_judged(plane, server, pod)
 
     failures: list[str] = []
     sent = 0
@@ -300,14 +305,7 @@ def test_an_api_server_the_webhook_does_not_let_in_gets_no_entry(
         60,
         "the entry to be registered once the API server gets through",
     )
-    _wait(
-        lambda: (
-            _label(plane, pod, "judged").returncode == 0
-            and any(not d["allowed"] for d in _decisions(server, pod, forbid=True, plane=plane))
-        ),
-        30,
-        "the server to judge updates",
-    )
+    _wait_judged(plane, server, pod)
 
 
 def _signed(cert: x509.Certificate, ca: x509.Certificate) -> bool:
