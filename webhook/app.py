@@ -290,7 +290,7 @@ def create_app(settings: Settings, readiness: Readiness | None = None) -> Flask:
     def http_error(error: HTTPException) -> Response:
         # Flask's own errors (404, 405) in the same JSON shape as ours.
         code = error.code or 500
-        if request.path == "/validate" or request.path.startswith(CANARY_PATH + "/"):
+        if request.path.startswith("/validate"):
             _metrics().malformed.labels(reason=error.name.lower()).inc()
         response = _failure(code, error.name.replace(" ", ""), error.description or error.name)
         for header, value in error.get_headers():

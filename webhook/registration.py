@@ -24,7 +24,7 @@ WEBHOOK_NAME: Final = "pods.pod-replace-guard.io"
 VALIDATE_PATH: Final = "/validate"
 # The canary: a second entry, failurePolicy Ignore, that sends the controller's
 # dry-run updates of one labelled ConfigMap in the webhook's namespace to the same
-# target, at CANARY_PATH/<token of the target>. The controller sends such a dry run
+# target, beneath its path: <path>/canary/<token of the target>. The controller sends such a dry run
 # with a fresh nonce in CANARY_ANNOTATION; if the API server's call gets through
 # (network policy, firewall, client certificate: everything a TLS check from inside
 # the cluster cannot see), the webhook refuses it with canary_message(token, nonce),
@@ -33,11 +33,12 @@ VALIDATE_PATH: Final = "/validate"
 # registered. The token ties the answer to the target (an API server still holding
 # the canary's previous target answers with another), the nonce to this dry run.
 CANARY_NAME: Final = "canary.pod-replace-guard.io"
-CANARY_PATH: Final = "/canary"
+# Beneath the pods entry's own path (VALIDATE_PATH, or PRG_WEBHOOK_URL's): proof of
+# that path too, not only of the host.
+CANARY_PATH: Final = VALIDATE_PATH + "/canary"
 CANARY_LABEL: Final = "pod-replace-guard.io/canary"
 CANARY_ANNOTATION: Final = "pod-replace-guard.io/canary-nonce"
 CANARY_MESSAGE: Final = "pod-replace-guard canary: the API server reached the webhook"
-CANARY_TIMEOUT_SECONDS: Final = 5
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -82,21 +83,19 @@ def _cel_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(cel_string(item) for item in items) + "]"
 
 
-def _client_config(settings: Settings, ca_bundle_b64: str, path: str) -> dict[str, Any]:
-    """Where the API server calls us: the Service, or PRG_WEBHOOK_URL (its last path
-    segment replaced by the canary's)."""
+def _client_config(settings: Settings, ca_bundle_b64: str, suffix: str = "") -> dict[str, Any]:
+    """Where the API server calls us: the Service at VALIDATE_PATH, or PRG_WEBHOOK_URL;
+    the canary's ``suffix`` appended to either (so a URL that misses /validate misses
+    the canary's route too, and is never registered)."""
     if settings.webhook_url:
         url = urlsplit(settings.webhook_url)
-        if path != VALIDATE_PATH:
-            # In place of the last segment: a proxy's prefix (/hooks/validate) stays.
-            url = url._replace(path=url.path.rsplit("/", 1)[0] + path)
-        config: dict[str, Any] = {"url": urlunsplit(url)}
+        config: dict[str, Any] = {"url": urlunsplit(url._replace(path=url.path + suffix))}
     else:
         config = {
             "service": {
                 "namespace": settings.namespace,
                 "name": settings.service,
-                "path": path,
+                "path": VALIDATE_PATH + suffix,
                 "port": 443,
             }
         }
@@ -106,7 +105,7 @@ def _client_config(settings: Settings, ca_bundle_b64: str, path: str) -> dict[st
 
 def webhook_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
     """The ValidatingWebhook that sends pod UPDATEs in the judged namespaces to us."""
-    client_config = _client_config(settings, ca_bundle_b64, VALIDATE_PATH)
+    client_config = _client_config(settings, ca_bundle_b64)
     extra = json.loads(settings.namespace_selector) if settings.namespace_selector else {}
     # kubernetes.io/metadata.name is set by the API server and cannot be edited; the
     # webhook's own namespace is always left out, so a broken webhook can be repaired.
@@ -170,15 +169,15 @@ def entry_digest(entry: dict[str, Any]) -> str:
 
 
 def canary_token(settings: Settings) -> str:
-    """Names the pods entry's target (Service or URL, not the caBundle)."""
-    config = _client_config(settings, "", VALIDATE_PATH)
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    """Names the pods entry's target (Service or URL, not the caBundle) and the
+    namespace the canary's ConfigMap is in."""
+    target = {"clientConfig": _client_config(settings, ""), "namespace": settings.namespace}
+    return hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def canary_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
     """The canary's ValidatingWebhook (CANARY_NAME). Every field the API server would
     default is set, so the entry read back compares equal to this one."""
-    path = f"{CANARY_PATH}/{canary_token(settings)}"
     return {
         "name": CANARY_NAME,
         "admissionReviewVersions": ["v1"],
@@ -186,7 +185,8 @@ def canary_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
         # Never refuses anything it cannot reach: a broken path must not block updates
         # of the ConfigMap, nor anything else.
         "failurePolicy": "Ignore",
-        "timeoutSeconds": CANARY_TIMEOUT_SECONDS,
+        # As long as the pods entry gets: a path slower than that must not pass.
+        "timeoutSeconds": settings.timeout_seconds,
         "matchPolicy": "Equivalent",
         "rules": [
             {
@@ -218,7 +218,9 @@ def canary_entry(settings: Settings, ca_bundle_b64: str) -> dict[str, Any]:
                 f" && {cel_string(CANARY_ANNOTATION)} in object.metadata.annotations",
             }
         ],
-        "clientConfig": _client_config(settings, ca_bundle_b64, path),
+        "clientConfig": _client_config(
+            settings, ca_bundle_b64, f"/canary/{canary_token(settings)}"
+        ),
     }
 
 

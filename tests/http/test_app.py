@@ -591,3 +591,4 @@ def test_the_canary_refuses_the_controllers_probe_and_allows_the_rest(
     status_body(client.post(f"{CANARY_PATH}/x", data=b"{}", content_type="text/plain"), 415)
     status_body(client.get(f"{CANARY_PATH}/x"), 405)
     status_body(canary(True, "uid-no-token", path=CANARY_PATH), 404)
+    status_body(canary(True, "uid-off-route", path="/canary/feedc0de"), 404)

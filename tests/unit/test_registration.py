@@ -87,21 +87,30 @@ def test_the_canary_goes_where_the_entry_goes_and_refuses_nothing_it_cannot_reac
     assert canary["namespaceSelector"]["matchExpressions"][0]["values"] == ["guard"]
     assert canary["clientConfig"]["service"] == {
         **entry["clientConfig"]["service"],
-        "path": f"/canary/{token}",
+        "path": f"/validate/canary/{token}",
     }
     (condition,) = canary["matchConditions"]
     assert "request.dryRun" in condition["expression"]
     assert f"'{CANARY_ANNOTATION}' in object.metadata.annotations" in condition["expression"]
+    # Beneath the entry's own path: a URL that misses the webhook's route misses the
+    # canary's too (a bare host answered the canary and 404 on every pod update).
     for url, expected in [
-        ("https://10.0.0.1:8443/validate", "https://10.0.0.1:8443/canary/"),
-        ("https://proxy.example/hooks/validate", "https://proxy.example/hooks/canary/"),
+        ("https://10.0.0.1:8443/validate", "https://10.0.0.1:8443/validate/canary/"),
+        ("https://proxy.example/hooks/validate", "https://proxy.example/hooks/validate/canary/"),
         ("https://proxy.example", "https://proxy.example/canary/"),
+        ("https://10.0.0.1:8443/validat", "https://10.0.0.1:8443/validat/canary/"),
     ]:
         by_url = load_settings(environ={"PRG_WEBHOOK_URL": url})
         assert canary_entry(by_url, "")["clientConfig"]["url"] == expected + canary_token(by_url)
     # The token names the target, not the bundle.
     moved = load_settings(environ={"PRG_NAMESPACE": "guard", "PRG_SERVICE": "moved"})
     assert canary_token(moved) != token
+    # In URL mode the namespace changes only the canary's selector: the token too.
+    by_url_env = {"PRG_WEBHOOK_URL": "https://10.0.0.1:8443/validate"}
+    assert canary_token(
+        load_settings(environ={**by_url_env, "PRG_NAMESPACE": "a"})
+    ) != canary_token(load_settings(environ={**by_url_env, "PRG_NAMESPACE": "b"}))
+    assert canary["timeoutSeconds"] == entry["timeoutSeconds"]
     assert canary_entry(settings, "Qg==")["clientConfig"]["service"]["path"].endswith(token)
 
 
