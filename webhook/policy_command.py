@@ -243,14 +243,7 @@ def run_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
         source = f"webhook/schemas/{DEFAULT_SCHEMA}"
     if settings is None:
         return _check(args, api, document, source, output, stdin, out)
-    if args.kube_version:
-        variant, chosen_by = _variant(args.kube_version, "--kube-version"), "--kube-version"
-    elif api is not None:
-        variant, chosen_by = _variant(version, "the cluster's version"), "the cluster's version"
-    elif version:
-        variant, chosen_by = _variant(version, "the schema's version"), "the schema's version"
-    else:
-        variant, chosen_by = next(iter(VARIANTS)), "the newest; --kube-version to choose"
+    variant, chosen_by = _choose_variant(args.kube_version, api is not None, version)
     try:
         generated = generate(
             document, settings, schema_version=version, name=args.name, variant=variant
@@ -264,6 +257,18 @@ def run_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
     out.write(_header(source, version, generated.groups, variant, chosen_by))
     out.write(dump_yaml(generated.documents()))
     return EXIT_COVERED
+
+
+def _choose_variant(kube_version: str | None, live: bool, version: str) -> tuple[str, str]:
+    """(the policy variant, what chose it): --kube-version, else the cluster's version
+    (--live), else the schema's (the packaged one), else the newest variant."""
+    if kube_version:
+        return _variant(kube_version, "--kube-version"), "--kube-version"
+    if live:
+        return _variant(version, "the cluster's version"), "the cluster's version"
+    if version:
+        return _variant(version, "the schema's version"), "the schema's version"
+    return next(iter(VARIANTS)), "the newest; --kube-version to choose"
 
 
 def _variant(version: str, what: str) -> str:
