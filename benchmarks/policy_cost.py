@@ -1,7 +1,7 @@
 """CEL runtime cost of a generated policy, per update and pod size, with the API server's
 own CEL environment and cost model (tests/e2e/controlplane/tools/celcost).
 
-    cd tests/e2e/controlplane && go build -o /tmp/celcost ./tools/celcost && cd -
+    (cd tests/e2e/controlplane/tools/celcost && go build -o /tmp/celcost .)
     python -m benchmarks.policy_cost [POLICY.yaml] [--celcost /tmp/celcost] [--sizes 3 100]
 
 POLICY.yaml defaults to benchmarks/vap.yaml (the generated policy). The pods are those
@@ -77,9 +77,30 @@ def cost(celcost: str, policy: Path, old: Pod, new: Pod, work: Path) -> dict[str
     return {
         "total": sum(int(v["actual"]) for v in variables),
         "largest": f"{worst['name']} {int(worst['actual']):,}",
-        "denies": [v["result"] for v in variables if v["result"] not in ("[]", "")],
+        "denies": [
+            v["result"]
+            for v in variables
+            if v["name"].startswith("changed") and v["result"] not in ("[]", "")
+        ],
         "errors": errors,
     }
+
+
+def first_refused(celcost: str, policy: Path, work: Path, high: int) -> int:
+    """The fewest minimal containers whose every-image update passes the per-program
+    limit (a cost error, so a refusal), by bisection below ``high``; 0 if ``high`` passes."""
+    old = minimal_pod(high)
+    if not cost(celcost, policy, old, updates(old)["images"], work)["errors"]:
+        return 0
+    low = 1  # judged
+    while high - low > 1:
+        middle = (low + high) // 2
+        old = minimal_pod(middle)
+        if cost(celcost, policy, old, updates(old)["images"], work)["errors"]:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,6 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--celcost", default="/tmp/celcost")
     parser.add_argument("--sizes", type=int, nargs="*", default=[3, 100])
     parser.add_argument("--minimal", type=int, nargs="*", default=[1000, 7000, 8000])
+    parser.add_argument(
+        "--bisect",
+        type=int,
+        metavar="HIGH",
+        help="find the fewest minimal containers (below HIGH) past the per-program limit",
+    )
     args = parser.parse_args(argv)
     documents = list(yaml.safe_load_all(Path(args.policy).read_text()))
     policy = next(d for d in documents if d and d.get("kind") == "ValidatingAdmissionPolicy")
@@ -107,6 +134,14 @@ def main(argv: list[str] | None = None) -> None:
             found = cost(args.celcost, policy_file, old, updates(old)["images"], work)
             size = len(json.dumps(old))
             print(f"{containers} minimal containers ({size:,} bytes), every image: {found}")
+        if args.bisect:
+            refused = first_refused(args.celcost, policy_file, work, args.bisect)
+            size = len(json.dumps(minimal_pod(refused or args.bisect)))
+            print(
+                f"first refused for cost: {refused} minimal containers ({size:,} bytes)"
+                if refused
+                else f"{args.bisect} minimal containers ({size:,} bytes) are judged"
+            )
 
 
 if __name__ == "__main__":

@@ -533,13 +533,15 @@ class _Generator:
         """CEL: the non-empty strings ``judged`` gives for each position ``i`` below
         ``size``, without two-variable comprehensions: ``i`` is built from three digits
         (:data:`DIGITS_VARIABLE`), each level keeping the digits below ``size``; the
-        strings are joined level by level, as the lists cannot be flattened."""
+        strings are joined level by level, as the lists cannot be flattened. A level
+        that ``size`` does not reach counts only 0 (a short list costs 100 steps, not 300)."""
         h, t, u = self._var("h"), self._var("t"), self._var("u")
         digits = f"variables.{DIGITS_VARIABLE}"
         hundreds = f"{h} * 10000 + {t} * 100"
         return (
-            f"{digits}.filter({h}, {h} * 10000 < {size}).map({h},\n"
-            f"{indent}    {digits}.filter({t}, {hundreds} < {size}).map({t},\n"
+            f"({size} > 10000 ? {digits} : [0]).filter({h}, {h} * 10000 < {size}).map({h},\n"
+            f"{indent}    ({size} > 100 ? {digits} : [0]).filter({t}, {hundreds} < {size})"
+            f".map({t},\n"
             f"{indent}      {digits}.filter({u}, {hundreds} + {u} < {size}).map({u},\n"
             f"{indent}        [{hundreds} + {u}].map({i}, {judged})[0]\n"
             f"{indent}      ).filter(s, s != '').join(', ')\n"
