@@ -3,14 +3,15 @@ own CEL environment and cost model (tests/e2e/controlplane/tools/celcost).
 
     (cd tests/e2e/controlplane/tools/celcost && go build -o /tmp/celcost .)
     python -m benchmarks.policy_cost [POLICY.yaml] [--celcost /tmp/celcost] [--sizes 3 100]
+        [--minimal 8000 17000] [--bisect 10000]
 
 POLICY.yaml defaults to benchmarks/vap.yaml (the generated policy). The pods are those
 of the end-to-end suite's big-pod test (10 env vars, 5 args, a port, a volume mount,
 resources, two HTTP probes and a security context per container, 10 volumes); the
 updates: a label (what the API-server benchmark patches), every image (allowed), a
 finalizer (denied) and one container's env (denied). Also the most minimal containers
-(name, image and the API server's defaults) with every image changed, to find the pod
-size past which the per-program limit is reached.
+(name, image and the API server's defaults) with every image, one image or a label
+changed, and (--bisect) the pod size past which the per-program limit is reached.
 """
 
 from __future__ import annotations
@@ -131,9 +132,16 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{containers} containers, {update}: {found}")
         for containers in args.minimal:
             old = minimal_pod(containers)
-            found = cost(args.celcost, policy_file, old, updates(old)["images"], work)
             size = len(json.dumps(old))
-            print(f"{containers} minimal containers ({size:,} bytes), every image: {found}")
+            one = copy.deepcopy(old)
+            one["spec"]["containers"][-1]["image"] += "-2"
+            for update, new in (
+                ("every image", updates(old)["images"]),
+                ("one image", one),
+                ("a label", updates(old)["label"]),
+            ):
+                found = cost(args.celcost, policy_file, old, new, work)
+                print(f"{containers} minimal containers ({size:,} bytes), {update}: {found}")
         if args.bisect:
             refused = first_refused(args.celcost, policy_file, work, args.bisect)
             size = len(json.dumps(minimal_pod(refused or args.bisect)))
