@@ -191,9 +191,9 @@ def _header(source: str, version: str, groups: list[str], variant: str, chosen_b
         "# and volumes are matched item by item only when the list differs. Labels and\n"
         "# annotations are never read. Measured (tests/e2e/controlplane/tools/celcost): ~310\n"
         "# for an update that changes no list (3 containers, 10 volumes), +~130 per container\n"
-        "# whose image changes, so changing the images of ~7,500 containers in one update\n"
-        "# passes the limit: refused (failurePolicy Fail), never let through. See README,\n"
-        '# "Webhook or policy?".\n'
+        "# whose image changes (v1.30+ variant: ~210), so changing the images of ~7,500\n"
+        "# containers in one update (v1.30+: ~4,800) passes the limit: refused (failurePolicy\n"
+        '# Fail), never let through. See README, "Webhook or policy?", docs/benchmarks.md.\n'
     )
 
 
