@@ -761,6 +761,33 @@ def test_a_pod_with_100_containers_and_the_most_annotations_is_judged_within_the
     )
 
 
+def test_images_change_at_positions_past_each_digit_of_a_250_container_pod(
+    plane: ControlPlane, admission: Callable[[str], None], namespace: str
+) -> None:
+    """The v1.30+ variant counts positions with base-100 digits: image changes at 0, 99,
+    100, 101 and 249 (either side of a digit's carry) and of init container 119 are
+    allowed by both, a finalizer with them denied by both, naming only the finalizers."""
+    pod = big_pod(250, namespace=namespace, name="wide")
+    pod["spec"]["initContainers"] = [
+        {"name": f"init-{index}", "image": "registry.k8s.io/pause:3.9"} for index in range(120)
+    ]
+    plane.apply(pod, "--server-side")
+    client = Client(plane)
+    _, live = client.call("GET", client.pods(namespace, "wide"))
+    changed = copy.deepcopy(live)
+    for index in (0, 99, 100, 101, 249):
+        changed["spec"]["containers"][index]["image"] = "registry.k8s.io/pause:3.10"
+    changed["spec"]["initContainers"][119]["image"] = "registry.k8s.io/pause:3.10"
+    for source in ("policy", "webhook"):
+        admission(source)
+        assert send(client, namespace, "wide", changed) == Verdict("allowed"), source
+        finalizer = copy.deepcopy(changed)
+        finalizer["metadata"]["finalizers"] = ["e2e.pod-replace-guard.io/x"]
+        assert send(client, namespace, "wide", finalizer) == Verdict(
+            "denied", source, ("metadata.finalizers",)
+        ), source
+
+
 def policy_check_seconds(plane: ControlPlane) -> tuple[int, float]:
     """(count, sum of seconds) of apiserver_validating_admission_policy_check_duration_
     seconds for the generated policy, over every label combination (denials only)."""
