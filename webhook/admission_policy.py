@@ -778,6 +778,24 @@ def installed_coverage(policy: Mapping[str, Any]) -> dict[str, list[str]]:
     return covered
 
 
+def installed_variant(policy: Mapping[str, Any]) -> str:
+    """The variant an installed policy records; one from before variants were recorded
+    used two-variable comprehensions, as :data:`VARIANT_TWO_VARIABLE` does."""
+    metadata = policy.get("metadata") if isinstance(policy, Mapping) else None
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    raw = annotations.get(VARIANT_ANNOTATION) if isinstance(annotations, Mapping) else None
+    if raw is None:
+        return VARIANT_TWO_VARIABLE
+    if raw not in VARIANTS:
+        raise SchemaError(f"the {VARIANT_ANNOTATION} annotation names no known variant")
+    return str(raw)
+
+
+def variant_runs_on(variant: str, kube_version: str) -> bool:
+    """Whether an API server of ``kube_version`` compiles ``variant``'s CEL."""
+    return VARIANTS[variant] <= VARIANTS[variant_for(kube_version)]
+
+
 def uncovered_fields(document: Mapping[str, Any], policy: Mapping[str, Any]) -> list[str]:
     """``Definition.property`` of every field the schema would make the policy compare
     that the installed policy does not."""

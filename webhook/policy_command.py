@@ -24,8 +24,10 @@ from webhook.admission_policy import (
     SchemaError,
     VersionError,
     generate,
+    installed_variant,
     uncovered_fields,
     variant_for,
+    variant_runs_on,
 )
 from webhook.cli_support import (
     OUTPUTS,
@@ -242,7 +244,7 @@ def run_policy(args: argparse.Namespace, stdin: IO[str], out: IO[str]) -> int:
         version = DEFAULT_SCHEMA_VERSION
         source = f"webhook/schemas/{DEFAULT_SCHEMA}"
     if settings is None:
-        return _check(args, api, document, source, output, stdin, out)
+        return _check(args, api, (document, source, version), output, stdin, out)
     variant, chosen_by = _choose_variant(args.kube_version, api is not None, version)
     try:
         generated = generate(
@@ -282,12 +284,14 @@ def _variant(version: str, what: str) -> str:
 def _check(
     args: argparse.Namespace,
     api: Any,
-    document: Any,
-    source: str,
+    schema: tuple[Any, str, str],
     output: str,
     stdin: IO[str],
     out: IO[str],
 ) -> int:
+    """Exit 1 if the installed policy misses a field of the schema, or (--live) is a
+    variant whose CEL the cluster's version does not compile."""
+    document, source, version = schema
     if args.policy:
         installed = _read_policy(args.policy, stdin)
     else:
@@ -297,20 +301,38 @@ def _check(
             raise UsageError(f"the cluster's ValidatingAdmissionPolicy {args.name} is no object")
     try:
         missing = uncovered_fields(document, installed)
+        variant = installed_variant(installed)
     except SchemaError as error:
         raise UsageError(str(error)) from error
-    code = EXIT_UNCOVERED if missing else EXIT_COVERED
+    best = _variant(version, "the cluster's version") if api is not None else ""
+    runs = not best or variant_runs_on(variant, version)
+    code = EXIT_UNCOVERED if missing or not runs else EXIT_COVERED
     if output != "text":
-        result = {"covered": not missing, "schema": source, "missing": missing}
+        result: dict[str, Any] = {
+            "covered": not missing,
+            "schema": source,
+            "missing": missing,
+            "variant": variant,
+        }
+        if best:
+            result.update(kubernetesVersion=version, variantRuns=runs, bestVariant=best)
         write_structured(result, output, out)
         return code
     if not missing:
         out.write("covered: the policy compares every field of the schema it could\n")
-        return code
-    out.write(f"NOT covered: {len(missing)} fields of this schema are not in the policy:\n")
-    for name in missing:
-        out.write(f"  {name}\n")
-    out.write("regenerate it: pod-replace-guard policy --live | kubectl apply -f -\n")
+    else:
+        out.write(f"NOT covered: {len(missing)} fields of this schema are not in the policy:\n")
+        for name in missing:
+            out.write(f"  {name}\n")
+    if not runs:
+        out.write(
+            f"NOT for this cluster: the policy is the {variant} variant; Kubernetes "
+            f"{version} compiles the {best} variant\n"
+        )
+    elif best and best != variant:
+        out.write(f"the {variant} variant runs here; the {best} variant would be faster\n")
+    if missing or not runs:
+        out.write("regenerate it: pod-replace-guard policy --live | kubectl apply -f -\n")
     return code
 
 
@@ -347,7 +369,8 @@ def add_parser(commands: Any) -> None:
     policy.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 if the installed policy does not cover every field of the schema",
+        help="exit 1 if the installed policy does not cover every field of the schema, or "
+        "(--live) is a variant whose CEL the cluster's version does not compile",
     )
     policy.add_argument("--policy", help="with --check: the installed policy from a file")
     policy.add_argument(

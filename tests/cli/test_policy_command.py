@@ -133,6 +133,17 @@ def test_check_fails_naming_the_fields_a_newer_schema_adds(tmp_path: Path, versi
     ]
 
 
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+def test_check_reports_the_installed_variant(tmp_path: Path, version: str) -> None:
+    policy = installed_policy(tmp_path, None, "--kube-version", version)
+    result = run("policy", "--check", "--policy", str(policy), "-o", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["covered"] is True
+    assert report["variant"] == ("v1.30+" if version == "1.30" else "v1.33+")
+    assert "variantRuns" not in report  # only --live knows the cluster's version
+
+
 def test_check_reads_the_policy_from_stdin(tmp_path: Path) -> None:
     text = installed_policy(tmp_path).read_text()
     result = run("policy", "--check", "--policy", "-", stdin=text)

@@ -832,9 +832,10 @@ def test_the_installed_policy_covers_the_live_schema(plane: ControlPlane, tmp_pa
 def test_check_reports_what_the_packaged_policy_misses_on_this_server(
     plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """The committed policy (pod schema v1.34.4) checked against this server's schema:
-    covered up to v1.34 (older schemas have fewer fields), fields reported (exit 1) on a
-    release that adds some. The check compares fields, whatever the variant."""
+    """The committed policy (pod schema v1.34.4, the v1.33+ variant) checked against this
+    server: covered up to v1.34 (older schemas have fewer fields), fields reported (exit
+    1) on a release that adds some; before 1.33, reported as a variant this server
+    cannot compile (exit 1)."""
     packaged = tmp_path / "packaged.yaml"
     packaged.write_text((REPO / "deploy" / "components" / "policy" / "policy.yaml").read_text())
     result = subprocess.run(
@@ -844,7 +845,12 @@ def test_check_reports_what_the_packaged_policy_misses_on_this_server(
     )  # fmt: skip
     version = plane.server_version()
     print(f"\npackaged policy on {version}: {result.stdout.splitlines()[0]}")
-    if plane.server_release() <= (1, 34):
+    if plane.server_release() < (1, 33):
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stdout.startswith("covered:"), result.stdout
+        assert f"NOT for this cluster: the policy is the v1.33+ variant; Kubernetes {version} " \
+            "compiles the v1.30+ variant" in result.stdout, result.stdout  # fmt: skip
+    elif plane.server_release() <= (1, 34):
         assert result.returncode == 0, result.stdout + result.stderr
     else:
         # e.g. v1.37 adds spec.schedulingGroup and spec.evictionResponders

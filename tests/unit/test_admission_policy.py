@@ -30,9 +30,11 @@ from webhook.admission_policy import (
     SchemaError,
     VersionError,
     generate,
+    installed_variant,
     trim_schema,
     uncovered_fields,
     variant_for,
+    variant_runs_on,
 )
 from webhook.policy_command import packaged_schema
 from webhook.rules import SERVER_MANAGED_PATHS, UPDATABLE_PATHS
@@ -475,3 +477,21 @@ def test_an_unknown_variant_is_refused(schema: dict[str, Any]) -> None:
     with pytest.raises(VersionError):
         generate(schema, Settings(), variant="v1.0+")
     assert list(VARIANTS) == [VARIANT_TWO_VARIABLE, VARIANT_POSITIONS]  # newest first
+
+
+def test_an_installed_policy_tells_its_variant_and_where_it_runs(schema: dict[str, Any]) -> None:
+    oldest = generate(schema, Settings(), variant=VARIANT_POSITIONS).policy
+    newest = generate(schema, Settings(), variant=VARIANT_TWO_VARIABLE).policy
+    assert installed_variant(oldest) == VARIANT_POSITIONS
+    assert installed_variant(newest) == VARIANT_TWO_VARIABLE
+    unrecorded = copy.deepcopy(newest)  # generated before variants were recorded
+    del unrecorded["metadata"]["annotations"][VARIANT_ANNOTATION]
+    assert installed_variant(unrecorded) == VARIANT_TWO_VARIABLE
+    unknown = copy.deepcopy(newest)
+    unknown["metadata"]["annotations"][VARIANT_ANNOTATION] = "v9.9+"
+    with pytest.raises(SchemaError):
+        installed_variant(unknown)
+    assert variant_runs_on(VARIANT_POSITIONS, "v1.30.0")
+    assert variant_runs_on(VARIANT_POSITIONS, "v1.37.2")  # an upgraded cluster keeps it
+    assert not variant_runs_on(VARIANT_TWO_VARIABLE, "v1.32.13")
+    assert variant_runs_on(VARIANT_TWO_VARIABLE, "v1.33.0")
