@@ -10,6 +10,8 @@ BIND ?= 127.0.0.1:8443
 CERT_DIR ?= certs
 K8S_VERSION ?=
 # The newest Kubernetes release the Go module proxy serves; CI runs the local suite on it too.
+# The first suite runs on the default version, the oldest the chart allows (1.30.0, pinned
+# in tests/e2e/controlplane/go.mod); kind runs its own (hack/kind/k8s/go.mod, 1.34.4).
 K8S_NEWEST ?= 1.37.2
 CLUSTER ?= pod-replace-guard
 IMAGE ?= pod-replace-guard:dev

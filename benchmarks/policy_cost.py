@@ -1,16 +1,17 @@
 """CEL runtime cost of a generated policy, per update and pod size, with the API server's
 own CEL environment and cost model (tests/e2e/controlplane/tools/celcost).
 
-    cd tests/e2e/controlplane && go build -o /tmp/celcost ./tools/celcost && cd -
+    (cd tests/e2e/controlplane/tools/celcost && go build -o /tmp/celcost .)
     python -m benchmarks.policy_cost [POLICY.yaml] [--celcost /tmp/celcost] [--sizes 3 100]
+        [--minimal 8000 17000] [--bisect 10000]
 
 POLICY.yaml defaults to benchmarks/vap.yaml (the generated policy). The pods are those
 of the end-to-end suite's big-pod test (10 env vars, 5 args, a port, a volume mount,
 resources, two HTTP probes and a security context per container, 10 volumes); the
 updates: a label (what the API-server benchmark patches), every image (allowed), a
 finalizer (denied) and one container's env (denied). Also the most minimal containers
-(name, image and the API server's defaults) with every image changed, to find the pod
-size past which the per-program limit is reached.
+(name, image and the API server's defaults) with every image, one image or a label
+changed, and (--bisect) the pod size past which the per-program limit is reached.
 """
 
 from __future__ import annotations
@@ -77,9 +78,30 @@ def cost(celcost: str, policy: Path, old: Pod, new: Pod, work: Path) -> dict[str
     return {
         "total": sum(int(v["actual"]) for v in variables),
         "largest": f"{worst['name']} {int(worst['actual']):,}",
-        "denies": [v["result"] for v in variables if v["result"] not in ("[]", "")],
+        "denies": [
+            v["result"]
+            for v in variables
+            if v["name"].startswith("changed") and v["result"] not in ("[]", "")
+        ],
         "errors": errors,
     }
+
+
+def first_refused(celcost: str, policy: Path, work: Path, high: int) -> int:
+    """The fewest minimal containers whose every-image update passes the per-program
+    limit (a cost error, so a refusal), by bisection below ``high``; 0 if ``high`` passes."""
+    old = minimal_pod(high)
+    if not cost(celcost, policy, old, updates(old)["images"], work)["errors"]:
+        return 0
+    low = 1  # judged
+    while high - low > 1:
+        middle = (low + high) // 2
+        old = minimal_pod(middle)
+        if cost(celcost, policy, old, updates(old)["images"], work)["errors"]:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,6 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--celcost", default="/tmp/celcost")
     parser.add_argument("--sizes", type=int, nargs="*", default=[3, 100])
     parser.add_argument("--minimal", type=int, nargs="*", default=[1000, 7000, 8000])
+    parser.add_argument(
+        "--bisect",
+        type=int,
+        metavar="HIGH",
+        help="find the fewest minimal containers (below HIGH) past the per-program limit",
+    )
     args = parser.parse_args(argv)
     documents = list(yaml.safe_load_all(Path(args.policy).read_text()))
     policy = next(d for d in documents if d and d.get("kind") == "ValidatingAdmissionPolicy")
@@ -104,9 +132,24 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{containers} containers, {update}: {found}")
         for containers in args.minimal:
             old = minimal_pod(containers)
-            found = cost(args.celcost, policy_file, old, updates(old)["images"], work)
             size = len(json.dumps(old))
-            print(f"{containers} minimal containers ({size:,} bytes), every image: {found}")
+            one = copy.deepcopy(old)
+            one["spec"]["containers"][-1]["image"] += "-2"
+            for update, new in (
+                ("every image", updates(old)["images"]),
+                ("one image", one),
+                ("a label", updates(old)["label"]),
+            ):
+                found = cost(args.celcost, policy_file, old, new, work)
+                print(f"{containers} minimal containers ({size:,} bytes), {update}: {found}")
+        if args.bisect:
+            refused = first_refused(args.celcost, policy_file, work, args.bisect)
+            size = len(json.dumps(minimal_pod(refused or args.bisect)))
+            print(
+                f"first refused for cost: {refused} minimal containers ({size:,} bytes)"
+                if refused
+                else f"{args.bisect} minimal containers ({size:,} bytes) are judged"
+            )
 
 
 if __name__ == "__main__":

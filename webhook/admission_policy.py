@@ -21,6 +21,11 @@ level where a rule (or :data:`LOOSE_PATHS`) lies beneath:
 
 Every term of the CEL is preceded by a ``//`` comment saying what it compares.
 
+Two variants (:data:`VARIANTS`), from the same rules and schema, differing only in how
+a list is walked by position: API servers from 1.33 offer two-variable comprehensions
+(``l.transformList(i, v, ...)``); older ones (1.30 to 1.32) do not, and that variant
+counts positions with the digits of :data:`DIGITS_VARIABLE` instead.
+
 The one difference that remains: the webhook freezes fields it has never seen, the
 policy only the fields of the schema it was generated from at the levels it walks
 (beneath a subtree compared whole, every field counts). The policy records which
@@ -52,6 +57,7 @@ ANNOTATION_PREFIX: Final = "pod-replace-guard.io/"
 FINGERPRINT_ANNOTATION: Final = ANNOTATION_PREFIX + "schema-fingerprint"
 FIELDS_ANNOTATION: Final = ANNOTATION_PREFIX + "fields"
 VERSION_ANNOTATION: Final = ANNOTATION_PREFIX + "schema-version"
+VARIANT_ANNOTATION: Final = ANNOTATION_PREFIX + "kubernetes-versions"
 VALIDATION_ACTIONS: Final[dict[Mode, str]] = {"enforce": "Deny", "warn": "Warn", "audit": "Audit"}
 MESSAGE_PREFIX: Final = "pod updates may not change these fields: "
 # Paths a denial names (the API server refuses messages over 5 KiB).
@@ -60,6 +66,25 @@ MAX_PATHS_IN_MESSAGE: Final = 50
 # pkg/apis/cel/config.go: PerCallLimit, RuntimeCELCostBudget).
 PER_CALL_LIMIT: Final = 1_000_000
 RUNTIME_COST_BUDGET: Final = 10_000_000
+# The CEL a new expression may use: the API server's libraries less those introduced in
+# its own release (a new expression compiles at the compatibility version, one minor
+# behind; k8s.io/apiserver pkg/cel/environment/base.go). Two-variable comprehensions
+# (ext.TwoVarComprehensions: transformList) are introduced in 1.32, so usable from 1.33;
+# what both variants use (optional types 1.28, ext.Strings' join, the list macros) is
+# usable from 1.29. ValidatingAdmissionPolicy is GA (admissionregistration.k8s.io/v1)
+# from 1.30, the oldest the chart allows. (name, oldest (major, minor) it compiles on).
+VARIANT_POSITIONS: Final = "v1.30+"
+VARIANT_TWO_VARIABLE: Final = "v1.33+"
+VARIANTS: Final[dict[str, tuple[int, int]]] = {
+    VARIANT_TWO_VARIABLE: (1, 33),
+    VARIANT_POSITIONS: (1, 30),
+}
+NEWEST_VARIANT: Final = VARIANT_TWO_VARIABLE
+# The positions variant: a list position is three base-100 digits, so lists of up to
+# MAX_POSITIONS items are walked; a longer one is named as changed (its cost is far past
+# the per-call limit anyway, see docs/benchmarks.md).
+DIGITS_VARIABLE: Final = "digits"
+MAX_POSITIONS: Final = 100**3
 # cel-go's parser refuses expressions over 100,000 code points; the spec is split into
 # variables well below that (each also gets its own per-call cost limit).
 MAX_VARIABLE_LENGTH: Final = 20_000
@@ -111,6 +136,32 @@ _SCHEMA_KEEP: Final = (
 
 class SchemaError(ValueError):
     """The document is not an OpenAPI v3 schema with a Pod in it."""
+
+
+class VersionError(ValueError):
+    """A Kubernetes version no variant of the policy runs on, or not a version."""
+
+
+_VERSION: Final = re.compile(r"^v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?$")
+
+
+def variant_for(kube_version: str) -> str:
+    """The variant for an API server of ``kube_version`` (``v1.30.2``, ``1.33``,
+    ``v1.31.4-eks-1``): the newest one whose CEL that release offers."""
+    match = _VERSION.match(kube_version.strip())
+    if not match:
+        raise VersionError(
+            f"not a Kubernetes version: {kube_version[:40]!r} (e.g. 1.30 or v1.33.2)"
+        )
+    release = (int(match[1]), int(match[2]))
+    for variant, oldest in VARIANTS.items():
+        if release >= oldest:
+            return variant
+    oldest_text = ".".join(map(str, min(VARIANTS.values())))
+    raise VersionError(
+        f"Kubernetes {match[1]}.{match[2]} is not supported: ValidatingAdmissionPolicy v1 "
+        f"and the CEL the policy uses need {oldest_text} or later"
+    )
 
 
 # --- the rules, from webhook.rules' data -------------------------------------
@@ -335,6 +386,9 @@ def _wrap(names: list[str], indent: str, width: int = 88) -> str:
 @dataclass
 class _Generator:
     resolver: _Resolver
+    # False: the positions variant (:data:`VARIANT_POSITIONS`), for API servers without
+    # two-variable comprehensions.
+    two_variable: bool = True
     # definition name -> the properties the policy compares (or walks through)
     covered: dict[str, set[str]] = field(default_factory=dict)
     depth: int = 0
@@ -437,10 +491,12 @@ class _Generator:
             raise SchemaError(f"{shown.text()} is not a list in the schema")
         x, y = self._var("l"), self._var("r")
         i, v = self._var("i"), self._var("v")
-        inner = indent + "    "
+        # the new item: bound by transformList, or looked up by its position
+        item = v if self.two_variable else f"{x}[{i}]"
+        inner = indent + "    " if self.two_variable else indent + "        "
         per_item = list(
             self.walk(
-                schema["items"], rule_path, v, f"{y}[{i}]", shown.item(i), shown.text(), inner
+                schema["items"], rule_path, item, f"{y}[{i}]", shown.item(i), shown.text(), inner
             )
         )
         changed = (
@@ -453,19 +509,44 @@ class _Generator:
             for rule in _not_compared_directly()
             if rule.startswith(rule_path + ".")
         )
-        body = (
-            f"{x}.size() != {y}.size() ? [{shown.cel()}] :\n{indent}  "
-            f"{x}.transformList({i}, {v}, {v} == {y}[{i}] ? '' : (\n{inner}{changed}\n"
-            f"{indent}  ).join(', ')).filter(s, s != '')"
-        )
+        judged = f"{item} == {y}[{i}] ? '' : (\n{inner}{changed}\n{inner[:-2]}).join(', ')"
+        if self.two_variable:
+            size_differs = f"{x}.size() != {y}.size()"
+            walked = f"{x}.transformList({i}, {v}, {judged}).filter(s, s != '')"
+            how = "by position"
+        else:
+            size_differs = f"{x}.size() != {y}.size() || {x}.size() > {MAX_POSITIONS}"
+            walked = self._by_position(f"{x}.size()", i, judged, indent)
+            how = "by position (three base-100 digits)"
+        body = f"{size_differs} ? [{shown.cel()}] :\n{indent}  {walked}"
         expression = f"{a} == {b} ? [] :\n{indent}" + _bind_list(
             x, _or_empty(a, "[]"), _bind_list(y, _or_empty(b, "[]"), body)
         )
         but = f", all fields but {', '.join(free)}" if free else ""
         return _Term(
             expression,
-            f"{shown.text()}: unchanged, or as many items matched by position{but}",
+            f"{shown.text()}: unchanged, or as many items matched {how}{but}",
             shown.text(),
+        )
+
+    def _by_position(self, size: str, i: str, judged: str, indent: str) -> str:
+        """CEL: the non-empty strings ``judged`` gives for each position ``i`` below
+        ``size``, without two-variable comprehensions: ``i`` is built from three digits
+        (:data:`DIGITS_VARIABLE`), each level keeping the digits below ``size``; the
+        strings are joined level by level, as the lists cannot be flattened. A level
+        that ``size`` does not reach counts only 0 (a short list costs 100 steps, not 300)."""
+        h, t, u = self._var("h"), self._var("t"), self._var("u")
+        digits = f"variables.{DIGITS_VARIABLE}"
+        hundreds = f"{h} * 10000 + {t} * 100"
+        return (
+            f"({size} > 10000 ? {digits} : [0]).filter({h}, {h} * 10000 < {size}).map({h},\n"
+            f"{indent}    ({size} > 100 ? {digits} : [0]).filter({t}, {hundreds} < {size})"
+            f".map({t},\n"
+            f"{indent}      {digits}.filter({u}, {hundreds} + {u} < {size}).map({u},\n"
+            f"{indent}        [{hundreds} + {u}].map({i}, {judged})[0]\n"
+            f"{indent}      ).filter(s, s != '').join(', ')\n"
+            f"{indent}    ).filter(s, s != '').join(', ')\n"
+            f"{indent}  ).filter(s, s != '')"
         )
 
 
@@ -494,15 +575,19 @@ class Generated:
     binding: dict[str, Any]
     covered: dict[str, list[str]]
     groups: list[str]
+    variant: str = NEWEST_VARIANT
 
     def documents(self) -> list[dict[str, Any]]:
         return [self.policy, self.binding]
 
 
 def _covered_fields(
-    document: Mapping[str, Any],
+    document: Mapping[str, Any], variant: str = NEWEST_VARIANT
 ) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
-    generator = _Generator(_Resolver(_schemas(document)))
+    """The fields compared (the same in every variant) and the variables."""
+    if variant not in VARIANTS:
+        raise VersionError(f"no policy variant {variant!r}: one of {', '.join(VARIANTS)}")
+    generator = _Generator(_Resolver(_schemas(document)), variant != VARIANT_POSITIONS)
     schemas = _schemas(document)
     variables = list(_variables(generator, schemas[POD_SCHEMA]))
     covered = {name: sorted(props) for name, props in sorted(generator.covered.items())}
@@ -538,9 +623,26 @@ def _variables(generator: _Generator, pod: Mapping[str, Any]) -> Iterator[tuple[
             yield _variable_name(group) + suffix, "\n+ ".join(texts)
 
 
-def _message_expression() -> str:
+def _digits_expression() -> str:
+    """The positions variant's digits: 0 to 99, with the comment saying why."""
+    return (
+        "// The numbers 0 to 99: the base-100 digits of a list position. API servers before\n"
+        "// 1.33 offer no two-variable comprehension (transformList) to walk a list with\n"
+        "// its positions, so a position is built from three of these digits.\n"
+        + _wrap([str(n) for n in range(100)], "").replace("'", "")
+    )
+
+
+def _message_expression(two_variable: bool) -> str:
     """The changed paths, the first MAX_PATHS_IN_MESSAGE of them, never values."""
-    shown = f"variables.changed.transformList(i, p, i < {MAX_PATHS_IN_MESSAGE}, p).join(', ')"
+    if two_variable:
+        first = f"variables.changed.transformList(i, p, i < {MAX_PATHS_IN_MESSAGE}, p)"
+    else:
+        first = (
+            f"variables.{DIGITS_VARIABLE}.filter(i, i < {MAX_PATHS_IN_MESSAGE} && "
+            "i < variables.changed.size()).map(i, variables.changed[i])"
+        )
+    shown = f"{first}.join(', ')"
     more = (
         f"(variables.changed.size() > {MAX_PATHS_IN_MESSAGE} ? ' and ' + "
         f"string(variables.changed.size() - {MAX_PATHS_IN_MESSAGE}) + ' more' : '')"
@@ -559,10 +661,14 @@ def generate(
     *,
     schema_version: str = "",
     name: str = POLICY_NAME,
+    variant: str = NEWEST_VARIANT,
 ) -> Generated:
-    """The policy and binding for the rules, the schema and the settings."""
-    covered, variables = _covered_fields(document)
+    """The policy and binding for the rules, the schema and the settings, in the CEL of
+    ``variant`` (:data:`VARIANTS`; :func:`variant_for` picks it from a server version)."""
+    covered, variables = _covered_fields(document, variant)
     all_changed = " + ".join(f"variables.{variable}" for variable, _ in variables)
+    two_variable = variant != VARIANT_POSITIONS
+    helpers = [] if two_variable else [(DIGITS_VARIABLE, _digits_expression())]
     match_conditions = [
         {"name": f"not-exempt-{kind}", "expression": expression}
         for kind, names, expression in (
@@ -583,6 +689,7 @@ def generate(
     annotations = {
         FINGERPRINT_ANNOTATION: fingerprint(covered),
         FIELDS_ANNOTATION: json.dumps(covered, sort_keys=True, separators=(",", ":")),
+        VARIANT_ANNOTATION: variant,
     }
     if schema_version:
         annotations[VERSION_ANNOTATION] = schema_version
@@ -619,13 +726,16 @@ def generate(
             },
         },
         "variables": [
-            *({"name": variable, "expression": expression} for variable, expression in variables),
+            *(
+                {"name": variable, "expression": expression}
+                for variable, expression in (*helpers, *variables)
+            ),
             {"name": "changed", "expression": all_changed},
         ],
         "validations": [
             {
                 "expression": "variables.changed.size() == 0",
-                "messageExpression": _message_expression(),
+                "messageExpression": _message_expression(two_variable),
                 # Only if the message expression fails: the API server drops messages
                 # over 5 KiB, which the bound on the paths shown keeps clear of.
                 "message": f"pod updates may change only {describe_updatable_fields()}",
@@ -647,7 +757,7 @@ def generate(
         "metadata": {"name": name, "labels": labels},
         "spec": {"policyName": name, "validationActions": [VALIDATION_ACTIONS[settings.mode]]},
     }
-    return Generated(policy, binding, covered, [variable for variable, _ in variables])
+    return Generated(policy, binding, covered, [variable for variable, _ in variables], variant)
 
 
 def installed_coverage(policy: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -666,6 +776,24 @@ def installed_coverage(policy: Mapping[str, Any]) -> dict[str, list[str]]:
     ):
         raise SchemaError(f"the {FIELDS_ANNOTATION} annotation is not a field list")
     return covered
+
+
+def installed_variant(policy: Mapping[str, Any]) -> str:
+    """The variant an installed policy records; one from before variants were recorded
+    used two-variable comprehensions, as :data:`VARIANT_TWO_VARIABLE` does."""
+    metadata = policy.get("metadata") if isinstance(policy, Mapping) else None
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    raw = annotations.get(VARIANT_ANNOTATION) if isinstance(annotations, Mapping) else None
+    if raw is None:
+        return VARIANT_TWO_VARIABLE
+    if raw not in VARIANTS:
+        raise SchemaError(f"the {VARIANT_ANNOTATION} annotation names no known variant")
+    return str(raw)
+
+
+def variant_runs_on(variant: str, kube_version: str) -> bool:
+    """Whether an API server of ``kube_version`` compiles ``variant``'s CEL."""
+    return VARIANTS[variant] <= VARIANTS[variant_for(kube_version)]
 
 
 def uncovered_fields(document: Mapping[str, Any], policy: Mapping[str, Any]) -> list[str]:

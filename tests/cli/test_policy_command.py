@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.cli.test_cli import assert_bad_input, clean_env, run
-from webhook.admission_policy import FIELDS_ANNOTATION
+from webhook.admission_policy import FIELDS_ANNOTATION, VARIANT_ANNOTATION
 from webhook.policy_command import packaged_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,9 +77,31 @@ def test_a_schema_file(tmp_path: Path) -> None:
     assert str(path) in result.stdout.splitlines()[1]
 
 
-def installed_policy(tmp_path: Path, drop: str | None = None) -> Path:
-    """The packaged policy as a file, as if installed; ``drop`` leaves a field out of it."""
+@pytest.mark.parametrize(
+    ("version", "variant"),
+    [("1.30", "v1.30+"), ("v1.32.9", "v1.30+"), ("1.33.0", "v1.33+"), ("v1.37.2", "v1.33+")],
+)
+def test_kube_version_picks_the_variant(version: str, variant: str) -> None:
+    result = run("policy", "--kube-version", version)
+    assert result.returncode == 0, result.stderr
+    policy, _ = documents(result.stdout)
+    assert policy["metadata"]["annotations"][VARIANT_ANNOTATION] == variant
+    assert f"# Variant for API servers {variant}\n# (--kube-version)" in result.stdout
+    assert (".transformList(" in result.stdout) == (variant == "v1.33+")
+
+
+def test_without_kube_version_the_schema_version_picks_the_variant(tmp_path: Path) -> None:
     result = run("policy")
+    assert "# Variant for API servers v1.33+\n# (the schema's version)" in result.stdout
+    path = tmp_path / "openapi.json"
+    path.write_text(json.dumps(packaged_schema()))
+    result = run("policy", "--schema", str(path))
+    assert "# Variant for API servers v1.33+\n# (the newest;" in result.stdout
+
+
+def installed_policy(tmp_path: Path, drop: str | None = None, *args: str) -> Path:
+    """The packaged policy as a file, as if installed; ``drop`` leaves a field out of it."""
+    result = run("policy", *args)
     policy, binding = documents(result.stdout)
     if drop:
         fields = json.loads(policy["metadata"]["annotations"][FIELDS_ANNOTATION])
@@ -91,20 +113,35 @@ def installed_policy(tmp_path: Path, drop: str | None = None) -> Path:
     return path
 
 
-def test_check_passes_for_a_policy_from_the_same_schema(tmp_path: Path) -> None:
-    result = run("policy", "--check", "--policy", str(installed_policy(tmp_path)))
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+def test_check_passes_for_a_policy_from_the_same_schema(tmp_path: Path, version: str) -> None:
+    policy = installed_policy(tmp_path, None, "--kube-version", version)
+    result = run("policy", "--check", "--policy", str(policy))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("covered:")
 
 
-def test_check_fails_naming_the_fields_a_newer_schema_adds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+def test_check_fails_naming_the_fields_a_newer_schema_adds(tmp_path: Path, version: str) -> None:
     field = "io.k8s.api.core.v1.Container.workingDir"
-    result = run("policy", "--check", "--policy", str(installed_policy(tmp_path, drop=field)))
+    policy = installed_policy(tmp_path, field, "--kube-version", version)
+    result = run("policy", "--check", "--policy", str(policy))
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines()[:2] == [
         "NOT covered: 1 fields of this schema are not in the policy:",
         f"  {field}",
     ]
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+def test_check_reports_the_installed_variant(tmp_path: Path, version: str) -> None:
+    policy = installed_policy(tmp_path, None, "--kube-version", version)
+    result = run("policy", "--check", "--policy", str(policy), "-o", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["covered"] is True
+    assert report["variant"] == ("v1.30+" if version == "1.30" else "v1.33+")
+    assert "variantRuns" not in report  # only --live knows the cluster's version
 
 
 def test_check_reads_the_policy_from_stdin(tmp_path: Path) -> None:
@@ -122,6 +159,10 @@ def test_check_reads_the_policy_from_stdin(tmp_path: Path) -> None:
         (["--check"], ["--check needs --live"]),
         (["--check", "--policy", "/nonexistent.yaml"], ["cannot read /nonexistent.yaml"]),
         (["--live", "--kubeconfig", "/nonexistent/kubeconfig"], ["cannot load kubeconfig"]),
+        (["--kube-version", "1.29"], ["--kube-version: Kubernetes 1.29 is not supported"]),
+        (["--kube-version", "latest"], ["--kube-version: not a Kubernetes version"]),
+        (["--live", "--kube-version", "1.30"], ["--kube-version is for offline use"]),
+        (["--check", "--policy", "x.yaml", "--kube-version", "1.30"], ["does not apply"]),
         (["--settings-env", "/nonexistent.env"], ["cannot read /nonexistent.env"]),
         (["-o", "xml"], ["invalid choice"]),
     ],

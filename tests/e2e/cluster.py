@@ -229,14 +229,23 @@ class ControlPlane:
         return client.CoreV1Api(self.api_client())
 
     def apply(self, manifest: dict[str, Any] | list[dict[str, Any]], *args: str) -> None:
+        # One JSON document: a List when there are several (kubectl before 1.33 reads
+        # a stream that starts as JSON as JSON only, and stops at a "---").
         documents = manifest if isinstance(manifest, list) else [manifest]
-        text = "\n---\n".join(json.dumps(doc) for doc in documents)
+        whole = {"apiVersion": "v1", "kind": "List", "items": documents}
+        text = json.dumps(documents[0] if len(documents) == 1 else whole)
         self.kubectl("apply", "-f", "-", *args, input=text)
 
     def server_version(self) -> str:
         result = self.kubectl("version", "-o", "json")
         data = json.loads(result.stdout)
         return str(data["serverVersion"]["gitVersion"])
+
+    def server_release(self) -> tuple[int, int]:
+        """(major, minor) of the API server, for the few tests of a feature that a
+        release does not have."""
+        major, minor = self.server_version().lstrip("v").split(".")[:2]
+        return int(major), int(minor)
 
 
 def _wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> None:

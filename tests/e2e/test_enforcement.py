@@ -288,8 +288,13 @@ def test_allowed_changes_through_kubectl(
     assert live["spec"]["activeDeadlineSeconds"] == 3600
     assert any(t.get("key") == "k" for t in live["spec"]["tolerations"])
     # The API server bumped metadata.generation for the spec changes; that is
-    # ignored as server-managed, or the image change would have been refused.
-    assert live["metadata"].get("generation", 1) > 1
+    # ignored as server-managed, or the image change would have been refused. Pods
+    # have a generation from 1.33 (kubernetes pkg/registry/core/pod/strategy.go); an
+    # older server sets none, so there is no bump to see.
+    if "generation" in pod["metadata"] or plane.server_release() >= (1, 34):
+        assert live["metadata"].get("generation", 1) > 1
+    else:
+        print(f"\n{plane.server_version()} sets no metadata.generation on pods: no bump")
 
 
 def test_replace_with_allowed_changes(

@@ -761,6 +761,33 @@ def test_a_pod_with_100_containers_and_the_most_annotations_is_judged_within_the
     )
 
 
+def test_images_change_at_positions_past_each_digit_of_a_250_container_pod(
+    plane: ControlPlane, admission: Callable[[str], None], namespace: str
+) -> None:
+    """The v1.30+ variant counts positions with base-100 digits: image changes at 0, 99,
+    100, 101 and 249 (either side of a digit's carry) and of init container 119 are
+    allowed by both, a finalizer with them denied by both, naming only the finalizers."""
+    pod = big_pod(250, namespace=namespace, name="wide")
+    pod["spec"]["initContainers"] = [
+        {"name": f"init-{index}", "image": "registry.k8s.io/pause:3.9"} for index in range(120)
+    ]
+    plane.apply(pod, "--server-side")
+    client = Client(plane)
+    _, live = client.call("GET", client.pods(namespace, "wide"))
+    changed = copy.deepcopy(live)
+    for index in (0, 99, 100, 101, 249):
+        changed["spec"]["containers"][index]["image"] = "registry.k8s.io/pause:3.10"
+    changed["spec"]["initContainers"][119]["image"] = "registry.k8s.io/pause:3.10"
+    for source in ("policy", "webhook"):
+        admission(source)
+        assert send(client, namespace, "wide", changed) == Verdict("allowed"), source
+        finalizer = copy.deepcopy(changed)
+        finalizer["metadata"]["finalizers"] = ["e2e.pod-replace-guard.io/x"]
+        assert send(client, namespace, "wide", finalizer) == Verdict(
+            "denied", source, ("metadata.finalizers",)
+        ), source
+
+
 def policy_check_seconds(plane: ControlPlane) -> tuple[int, float]:
     """(count, sum of seconds) of apiserver_validating_admission_policy_check_duration_
     seconds for the generated policy, over every label combination (denials only)."""
@@ -805,8 +832,10 @@ def test_the_installed_policy_covers_the_live_schema(plane: ControlPlane, tmp_pa
 def test_check_reports_what_the_packaged_policy_misses_on_this_server(
     plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """The committed policy (pod schema v1.34.4) checked against this server's schema:
-    covered on v1.34, fields reported (exit 1) on a release that adds some."""
+    """The committed policy (pod schema v1.34.4, the v1.33+ variant) checked against this
+    server: covered up to v1.34 (older schemas have fewer fields), fields reported (exit
+    1) on a release that adds some; before 1.33, reported as a variant this server
+    cannot compile (exit 1)."""
     packaged = tmp_path / "packaged.yaml"
     packaged.write_text((REPO / "deploy" / "components" / "policy" / "policy.yaml").read_text())
     result = subprocess.run(
@@ -816,7 +845,12 @@ def test_check_reports_what_the_packaged_policy_misses_on_this_server(
     )  # fmt: skip
     version = plane.server_version()
     print(f"\npackaged policy on {version}: {result.stdout.splitlines()[0]}")
-    if version.startswith("v1.34."):
+    if plane.server_release() < (1, 33):
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stdout.startswith("covered:"), result.stdout
+        assert f"NOT for this cluster: the policy is the v1.33+ variant; Kubernetes {version} " \
+            "compiles the v1.30+ variant" in result.stdout, result.stdout  # fmt: skip
+    elif plane.server_release() <= (1, 34):
         assert result.returncode == 0, result.stdout + result.stderr
     else:
         # e.g. v1.37 adds spec.schedulingGroup and spec.evictionResponders

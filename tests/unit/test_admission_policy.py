@@ -20,12 +20,21 @@ from webhook.admission_policy import (
     FIELDS_ANNOTATION,
     FINGERPRINT_ANNOTATION,
     LOOSE_PATHS,
+    MAX_POSITIONS,
     MAX_VARIABLE_LENGTH,
     MESSAGE_PREFIX,
+    VARIANT_ANNOTATION,
+    VARIANT_POSITIONS,
+    VARIANT_TWO_VARIABLE,
+    VARIANTS,
     SchemaError,
+    VersionError,
     generate,
+    installed_variant,
     trim_schema,
     uncovered_fields,
+    variant_for,
+    variant_runs_on,
 )
 from webhook.policy_command import packaged_schema
 from webhook.rules import SERVER_MANAGED_PATHS, UPDATABLE_PATHS
@@ -383,3 +392,106 @@ def test_the_packaged_schema_is_trimmed_and_stable(schema: dict[str, Any]) -> No
     assert trim_schema(schema)["components"]["schemas"] == definitions
     assert schema["x-pod-replace-guard"]["kubernetesVersion"] == "v1.34.4"
     assert not any("description" in json.dumps(d) for d in definitions.values())
+
+
+# --- the variants ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "variant"),
+    [
+        ("v1.30.0", VARIANT_POSITIONS),
+        ("1.31", VARIANT_POSITIONS),
+        ("v1.32.13-eks-1", VARIANT_POSITIONS),
+        ("v1.33.0", VARIANT_TWO_VARIABLE),
+        ("1.37.2", VARIANT_TWO_VARIABLE),
+        ("v2.0.0", VARIANT_TWO_VARIABLE),
+    ],
+)
+def test_the_variant_is_the_newest_the_version_compiles(version: str, variant: str) -> None:
+    assert variant_for(version) == variant
+
+
+@pytest.mark.parametrize("version", ["v1.29.9", "1.8", "", "1", "latest", "v1.30.x"])
+def test_versions_no_variant_runs_on_are_refused(version: str) -> None:
+    with pytest.raises(VersionError):
+        variant_for(version)
+
+
+def test_the_variants_compare_the_same_fields_with_the_same_terms(schema: dict[str, Any]) -> None:
+    """Same rule list, same schema: the same coverage and fields compared whole; only
+    how a list is walked by position differs."""
+    newest = generate(schema, Settings(), variant=VARIANT_TWO_VARIABLE)
+    oldest = generate(schema, Settings(), variant=VARIANT_POSITIONS)
+    assert oldest.covered == newest.covered
+    assert oldest.groups == newest.groups
+    old_meta, new_meta = oldest.policy["metadata"], newest.policy["metadata"]
+    assert (
+        old_meta["annotations"][FINGERPRINT_ANNOTATION]
+        == (new_meta["annotations"][FINGERPRINT_ANNOTATION])
+    )
+    assert old_meta["annotations"][VARIANT_ANNOTATION] == VARIANT_POSITIONS
+    assert new_meta["annotations"][VARIANT_ANNOTATION] == VARIANT_TWO_VARIABLE
+
+    def whole(generated: admission_policy.Generated) -> list[set[str]]:
+        return sorted(compared_whole(all_cel(generated)).values(), key=sorted)
+
+    assert whole(oldest) == whole(newest)
+    old_vars, new_vars = expressions(oldest), expressions(newest)
+    assert list(old_vars) == ["digits", *new_vars]
+
+    def unnumbered(cel: str) -> str:  # the generator numbers its CEL variables (m9, k11)
+        return re.sub(r"\b([a-z])\d+\b", r"\1", cel)
+
+    for name in ("changedApiVersionKind", "changedMetadata", "changedSpec", "changed"):
+        assert unnumbered(old_vars[name]) == unnumbered(new_vars[name]), name
+    assert ".transformList(" not in json.dumps(oldest.policy)
+    assert "variables.digits" not in old_vars["changed"]
+
+
+def test_the_positions_variant_counts_with_three_digits(schema: dict[str, Any]) -> None:
+    generated = generate(schema, Settings(), variant=VARIANT_POSITIONS)
+    variables = expressions(generated)
+    digits = variables["digits"]
+    assert digits.startswith("// The numbers 0 to 99")
+    assert json.loads(re.sub(r"//[^\n]*\n", "", digits)) == list(range(100))
+    for variable, kind in (
+        ("changedSpecContainers", "containers"),
+        ("changedSpecInitContainers", "initContainers"),
+        ("changedSpecVolumes", "volumes"),
+    ):
+        cel = variables[variable]
+        assert cel.split("\n")[1] == (f"object.?spec.?{kind} == oldObject.?spec.?{kind} ? [] :")
+        # a length change names the list, and so does a list too long to count
+        assert f"> {MAX_POSITIONS} ? ['spec.{kind}']" in cel
+        assert cel.count("variables.digits") == 3  # three digits of a position
+        assert f".map(k, 'spec.{kind}[' + string(" in cel  # each field by its index
+    (validation,) = generated.policy["spec"]["validations"]
+    assert (
+        "variables.digits.filter(i, i < 50 && i < variables.changed.size())"
+        in (validation["messageExpression"])
+    )
+
+
+def test_an_unknown_variant_is_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(VersionError):
+        generate(schema, Settings(), variant="v1.0+")
+    assert list(VARIANTS) == [VARIANT_TWO_VARIABLE, VARIANT_POSITIONS]  # newest first
+
+
+def test_an_installed_policy_tells_its_variant_and_where_it_runs(schema: dict[str, Any]) -> None:
+    oldest = generate(schema, Settings(), variant=VARIANT_POSITIONS).policy
+    newest = generate(schema, Settings(), variant=VARIANT_TWO_VARIABLE).policy
+    assert installed_variant(oldest) == VARIANT_POSITIONS
+    assert installed_variant(newest) == VARIANT_TWO_VARIABLE
+    unrecorded = copy.deepcopy(newest)  # generated before variants were recorded
+    del unrecorded["metadata"]["annotations"][VARIANT_ANNOTATION]
+    assert installed_variant(unrecorded) == VARIANT_TWO_VARIABLE
+    unknown = copy.deepcopy(newest)
+    unknown["metadata"]["annotations"][VARIANT_ANNOTATION] = "v9.9+"
+    with pytest.raises(SchemaError):
+        installed_variant(unknown)
+    assert variant_runs_on(VARIANT_POSITIONS, "v1.30.0")
+    assert variant_runs_on(VARIANT_POSITIONS, "v1.37.2")  # an upgraded cluster keeps it
+    assert not variant_runs_on(VARIANT_TWO_VARIABLE, "v1.32.13")
+    assert variant_runs_on(VARIANT_TWO_VARIABLE, "v1.33.0")

@@ -5,9 +5,11 @@
 //
 //	celcost POLICY.json OLD.json NEW.json
 //
-// Not under cmd/: build.sh builds ./cmd/... for every version, this is built by hand:
+// Its own module (go.mod beside it, the CEL of k8s.io/apiserver v0.34.4), apart from
+// the control plane's, which pins the oldest Kubernetes the project supports; built by
+// hand:
 //
-//	cd tests/e2e/controlplane && go build -o /tmp/celcost ./tools/celcost
+//	cd tests/e2e/controlplane/tools/celcost && go build -o /tmp/celcost .
 //
 // Output: one JSON object {"perCallLimit", "runtimeBudget", "variables": [{"name",
 // "estimatedMax", "actual", "result"}]}. Its figures are in docs/benchmarks.md.
@@ -54,13 +56,22 @@ func main() {
 		fail(fmt.Errorf("usage: celcost POLICY.json OLD.json NEW.json"))
 	}
 	policy := load(os.Args[1])
-	activation := map[string]interface{}{"oldObject": load(os.Args[2]), "object": load(os.Args[3])}
+	// Earlier variables' values, as the API server gives them to later ones
+	// (the positions variant's variables.digits).
+	earlier := map[string]interface{}{}
+	activation := map[string]interface{}{
+		"oldObject": load(os.Args[2]), "object": load(os.Args[3]), "variables": earlier,
+	}
 	envSet := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion(), true)
 	base, err := envSet.Env(environment.StoredExpressions)
 	if err != nil {
 		fail(err)
 	}
-	env, err := base.Extend(cel.Variable("object", cel.DynType), cel.Variable("oldObject", cel.DynType))
+	env, err := base.Extend(
+		cel.Variable("object", cel.DynType),
+		cel.Variable("oldObject", cel.DynType),
+		cel.Variable("variables", cel.MapType(cel.StringType, cel.DynType)),
+	)
 	if err != nil {
 		fail(err)
 	}
@@ -91,6 +102,8 @@ func main() {
 		result := fmt.Sprint(value)
 		if err != nil {
 			result = "error: " + err.Error()
+		} else {
+			earlier[name] = value
 		}
 		actual := uint64(0)
 		if details != nil && details.ActualCost() != nil {
