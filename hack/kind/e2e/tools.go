@@ -1,14 +1,15 @@
 //go:build tools
 
 // The upstream packages this module builds: the e2e test binary (go test -c
-// k8s.io/kubernetes/test/e2e) and agnhost, the image most e2e specs run. The test binary
+// k8s.io/kubernetes/test/e2e), agnhost (the image most e2e specs run) and the ginkgo CLI
+// (runs the binary's specs in parallel processes). The test binary
 // is made of test/e2e/e2e_test.go and the packages it imports (listed here as they are
 // there, v1.34.4): `go mod tidy` keeps only the dependencies of what the main module
 // imports, so the imports of that _test.go file are repeated here.
 package tools
 
 import (
-	_ "github.com/onsi/ginkgo/v2"
+	_ "github.com/onsi/ginkgo/v2/ginkgo"
 	_ "k8s.io/kubernetes/test/e2e"
 	_ "k8s.io/kubernetes/test/images/agnhost"
 	_ "k8s.io/kubernetes/test/conformance/testdata"
