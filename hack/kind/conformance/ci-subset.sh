@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The kind flow's subset of the upstream [Conformance] specs (hack/kind/test.sh, after
+# the deploy; the kind workflow), on the cluster $CLUSTER with the webhook enforcing.
+# make conformance runs all of them, with and without the webhook; this is the part that
+# fits the CI's time: pod updates the webhook allows (labels, activeDeadlineSeconds,
+# status) and the controllers' adoption and release of pods (ownerReferences changed by
+# the exempt controller identities). The e2e test binary is built by hack/prebuild.sh
+# while the first suite runs. Any failure fails the flow: run.sh prints ginkgo's summary
+# of the failures (and test.sh's finish trap the cluster's state).
+source "$(dirname "$0")/../lib.sh"
+export CONFORMANCE_OUT=${CONFORMANCE_OUT:-$KIND_CACHE/conformance-$CLUSTER}
+
+# Ginkgo focus; each spec also carries the Conformance label.
+focus='\[sig-node\] Pods should (be updated|allow activeDeadlineSeconds to be updated|patch a pod status) '\
+'|\[sig-apps\] ReplicaSet should adopt matching pods on creation and release no longer matching pods '\
+'|\[sig-apps\] ReplicationController should (adopt matching pods on creation|release no longer matching pods) '
+
+timed conformance-build "$HACK_KIND/conformance/build.sh" >/dev/null
+timed conformance-images "$HACK_KIND/conformance/images.sh" >/dev/null
+CONFORMANCE_FOCUS=$focus CONFORMANCE_PROCS=2 CONFORMANCE_TIMEOUT=10m \
+  "$HACK_KIND/conformance/run.sh" webhook ci-subset
+# And the one spec the seed's rules refuse on purpose (docs/reliability.md): the test
+# itself, as a user, sets a Job pod's ownerReferences to nil. It must fail, on the
+# webhook's denial of exactly that field: the webhook was enforcing during the subset.
+log "conformance: the deliberate refusal (its failure below is expected)"
+if CONFORMANCE_FOCUS='\[sig-apps\] Job should adopt matching orphans and release non-matching pods ' \
+  CONFORMANCE_PROCS=1 CONFORMANCE_TIMEOUT=5m "$HACK_KIND/conformance/run.sh" webhook ci-refusal >/dev/null 2>&1; then
+  die "the Job adoption spec passed: the webhook did not refuse its change of metadata.ownerReferences"
+fi
+grep -q 'denied the request: pod updates may not change these fields: metadata.ownerReferences\.' \
+  "$CONFORMANCE_OUT/ci-refusal/e2e.log" ||
+  die "the Job adoption spec failed, but not on the webhook's denial of metadata.ownerReferences: see $CONFORMANCE_OUT/ci-refusal/e2e.log"
+log "conformance: refused as expected (metadata.ownerReferences)"
