@@ -42,10 +42,14 @@ done < <(sed -nE 's/^\s*configs\[(Agnhost|BusyBox|Httpd|HttpdNew|Nginx|NginxNew|
   "$k8s_dir/test/utils/image/manifest.go")
 ((${#images[@]} == 6)) && [[ -n $pause_tag ]] || die "unexpected images in $k8s_dir/test/utils/image/manifest.go: ${images[*]} pause:$pause_tag"
 if [[ ${1:-} != --no-load ]]; then
-  "$KIND_BIN" load docker-image "${images[@]}" --name "$CLUSTER" >/dev/null
+  # kind looks for the images with crictl, which the offline node has not: it loads them
+  # every time (a few seconds). Its "not yet present ... loading" lines are dropped.
+  "$KIND_BIN" load docker-image "${images[@]}" --name "$CLUSTER" 2>&1 >/dev/null | { grep -v 'not yet present on node' || true; } >&2
   # The pause image the specs name is the node's sandbox image: check it is there.
   for node in $("$KIND_BIN" get nodes --name "$CLUSTER"); do
-    docker exec "$node" ctr -n k8s.io images ls -q | grep -qx "registry.k8s.io/pause:$pause_tag" ||
+    # (the list is read whole: grep -q stopping early would fail the pipe under pipefail)
+    listed=$(docker exec "$node" ctr -n k8s.io images ls -q)
+    grep -qx "registry.k8s.io/pause:$pause_tag" <<<"$listed" ||
       die "$node has no registry.k8s.io/pause:$pause_tag"
   done
 fi
