@@ -112,3 +112,57 @@ def test_compare_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "specs whose outcome differs: 0" in result.stdout
+
+
+DENIED = (
+    'failed to update pod "adopt-release-x": admission webhook "pods.pod-replace-guard.io" '
+    "denied the request: pod updates may not change these fields: {fields}. Only these "
+    "fields may be updated: metadata.labels, metadata.annotations"
+)
+REFUSALS = {"[sig-apps] Job adopt": "metadata.ownerReferences"}
+
+
+def test_a_refusal_counts_only_on_the_denial_of_its_field() -> None:
+    refused = report.Spec(
+        "[sig-apps] Job adopt", "failed", DENIED.format(fields="metadata.ownerReferences"), 1
+    )
+    assert report.is_refusal(refused, REFUSALS)
+    other_field = report.Spec(
+        refused.name, "failed", DENIED.format(fields="metadata.finalizers"), 1
+    )
+    more_fields = report.Spec(
+        refused.name,
+        "failed",
+        DENIED.format(fields="metadata.ownerReferences, spec.nodeName"),
+        1,
+    )
+    timed_out = report.Spec(refused.name, "failed", "timed out waiting for the condition", 1)
+    unlisted = report.Spec("[sig-apps] Job other", "failed", refused.message, 1)
+    for spec in (other_field, more_fields, timed_out, unlisted):
+        assert not report.is_refusal(spec, REFUSALS), spec
+
+
+def test_compare_explains_a_listed_refusal_and_fails_when_it_does_not_happen() -> None:
+    message = DENIED.format(fields="metadata.ownerReferences")
+    job = {"ContainerHierarchyTexts": ["[sig-apps] Job"], "LeafNodeText": "adopt"}
+    with_ = report.count(_report({**_spec("", "failed", message), **job}))
+    without = report.count(_report({**_spec("", "passed"), **job}))
+    assert report.regressions(with_, without, REFUSALS) == []
+    assert report.unexpected_failures(with_, REFUSALS) == []
+    text = report.compare_text(with_, without, REFUSALS)
+    assert "(deliberate refusal of metadata.ownerReferences)" in text
+    assert "NOT EXPLAINED" not in text
+    # Passing with the webhook, a listed refusal means the webhook did not refuse it.
+    assert report.regressions(without, without, REFUSALS) == ["[sig-apps] Job adopt"]
+
+
+def test_refusals_file(tmp_path: Path) -> None:
+    path = tmp_path / "refusals.txt"
+    path.write_text("# comment\n\nmetadata.ownerReferences\t[sig-apps] Job adopt\n")
+    assert report.load_refusals(path) == REFUSALS
+    assert report.load_refusals(tmp_path / "missing.txt") == {}
+    listed = report.load_refusals(report.REFUSALS)
+    assert listed == {
+        "[sig-apps] Job should adopt matching orphans and release non-matching pods "
+        "[Conformance]": "metadata.ownerReferences"
+    }

@@ -5,7 +5,9 @@
 # first with the webhook enforcing (the default install: deploy/, enforce mode, default
 # exemptions), then with its ValidatingWebhookConfiguration removed; the counts of both
 # side by side, and every spec whose outcome differs. Fails when a spec that passes
-# without the webhook does not pass with it.
+# without the webhook does not pass with it, unless it is a deliberate refusal of the
+# seed's rules listed in refusals.txt (and failed on the webhook's denial of the field
+# listed there); and when a listed refusal does not happen.
 #
 # The cluster is made the way `make kind-test` makes it (kind-up, image, kind-load, deploy
 # with CLIENT_CA and NETWORK_POLICY_CIDRS) unless $CLUSTER exists with the webhook

@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """Counts of an upstream e2e run, from ginkgo's JSON report (`--json-report`).
 
-    report.py summary REPORT.json [--title TEXT]
+    report.py summary REPORT.json [--title TEXT] [--refusals FILE]
         specs run, passed, failed, skipped and the time; each failed spec with the first
-        line of its failure. Exit 1 when a spec failed or none ran.
-    report.py compare WITH.json WITHOUT.json
+        line of its failure. Exit 1 when a spec failed (other than a deliberate refusal)
+        or none ran.
+    report.py compare WITH.json WITHOUT.json [--refusals FILE]
         the two runs side by side (with and without the webhook) and every spec whose
         outcome differs. Exit 1 when a spec that passed without the webhook did not pass
-        with it.
+        with it, unless it is a deliberate refusal; and when a listed refusal did not
+        happen with the webhook.
+
+A deliberate refusal (--refusals FILE, by default refusals.txt beside this script) is a
+spec whose change the seed's rules refuse on purpose, listed with the field: it counts as
+one only when it failed on the webhook's denial of exactly that field.
 
 The report lists every spec of the binary: those the focus and label filter left out are
 "skipped" with no message, and are not counted; a spec that ran and skipped itself (a
@@ -99,14 +105,44 @@ def count(reports: list[dict[str, Any]]) -> Counts:
     return counts
 
 
+REFUSALS = Path(__file__).with_name("refusals.txt")
+DENIAL = "denied the request: pod updates may not change these fields: "
+
+
+def load_refusals(path: Path | None) -> dict[str, str]:
+    """Spec name -> the field the webhook refuses it, from lines ``FIELD<TAB>SPEC``."""
+    if path is None or not path.exists():
+        return {}
+    out = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        field_path, _, name = line.partition("\t")
+        out[name.strip()] = field_path.strip()
+    return out
+
+
+def is_refusal(spec: Spec, refusals: dict[str, str]) -> bool:
+    """Failed on the webhook's denial of exactly the field listed for it."""
+    field_path = refusals.get(spec.name)
+    if field_path is None or DENIAL not in spec.message:
+        return False
+    denied = spec.message.split(DENIAL, 1)[1].split(". Only these", 1)[0]
+    return [f.strip() for f in denied.split(",")] == [field_path]
+
+
 def first_line(text: str, limit: int = 300) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def summary_text(counts: Counts, title: str) -> str:
+def summary_text(counts: Counts, title: str, refusals: dict[str, str] | None = None) -> str:
+    refusals = refusals or {}
     lines = [f"{title}: {counts.line()}"]
-    lines += [f"  FAILED {s.name}\n    {first_line(s.message)}" for s in counts.failed]
+    for s in counts.failed:
+        what = "refused (deliberate)" if is_refusal(s, refusals) else "FAILED"
+        lines.append(f"  {what} {s.name}\n    {first_line(s.message)}")
     lines += [f"  skipped {s.name}: {first_line(s.message, 160)}" for s in counts.skipped]
     return "\n".join(lines)
 
@@ -121,7 +157,8 @@ def differences(with_: Counts, without: Counts) -> list[tuple[str, str, str]]:
     ]
 
 
-def compare_text(with_: Counts, without: Counts) -> str:
+def compare_text(with_: Counts, without: Counts, refusals: dict[str, str] | None = None) -> str:
+    refusals = refusals or {}
     rows = [
         ("", "with the webhook", "without"),
         ("run", str(with_.run), str(without.run)),
@@ -133,14 +170,30 @@ def compare_text(with_: Counts, without: Counts) -> str:
     lines = [f"  {a:<8} {b:>16} {c:>8}" for a, b, c in rows]
     diff = differences(with_, without)
     lines.append(f"  specs whose outcome differs: {len(diff)}")
-    lines += [f"    {name}: {a} with the webhook, {b} without" for name, a, b in diff]
+    refused = {s.name for s in with_.failed if is_refusal(s, refusals)}
+    for name, a, b in diff:
+        why = f" (deliberate refusal of {refusals[name]})" if name in refused else ""
+        lines.append(f"    {name}: {a} with the webhook, {b} without{why}")
+    for name in regressions(with_, without, refusals):
+        lines.append(f"  NOT EXPLAINED: {name}")
     return "\n".join(lines)
 
 
-def regressions(with_: Counts, without: Counts) -> list[str]:
-    """Specs that passed without the webhook and did not pass with it."""
+def unexpected_failures(counts: Counts, refusals: dict[str, str]) -> list[str]:
+    return [s.name for s in counts.failed if not is_refusal(s, refusals)]
+
+
+def regressions(
+    with_: Counts, without: Counts, refusals: dict[str, str] | None = None
+) -> list[str]:
+    """Specs that passed without the webhook and did not pass with it, other than the
+    deliberate refusals; and listed refusals that did not happen with the webhook."""
+    refusals = refusals or {}
     a = with_.outcomes()
-    return [s.name for s in without.passed if a.get(s.name) != "passed"]
+    refused = {s.name for s in with_.failed if is_refusal(s, refusals)}
+    out = [s.name for s in without.passed if a.get(s.name) != "passed" and s.name not in refused]
+    out += [name for name in refusals if name in a and name not in refused]
+    return out
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -154,17 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary")
     summary.add_argument("report", type=Path)
     summary.add_argument("--title", default="conformance")
+    summary.add_argument("--refusals", type=Path, default=REFUSALS)
     compare = sub.add_parser("compare")
     compare.add_argument("with_webhook", type=Path)
     compare.add_argument("without_webhook", type=Path)
+    compare.add_argument("--refusals", type=Path, default=REFUSALS)
     args = parser.parse_args(argv)
+    refusals = load_refusals(args.refusals)
     if args.command == "summary":
         counts = count(load(args.report))
-        print(summary_text(counts, args.title))
-        return 1 if counts.failed or counts.run == 0 else 0
+        print(summary_text(counts, args.title, refusals))
+        return 1 if unexpected_failures(counts, refusals) or counts.run == 0 else 0
     with_, without = count(load(args.with_webhook)), count(load(args.without_webhook))
-    print(compare_text(with_, without))
-    return 1 if regressions(with_, without) else 0
+    print(compare_text(with_, without, refusals))
+    return 1 if regressions(with_, without, refusals) else 0
 
 
 if __name__ == "__main__":
