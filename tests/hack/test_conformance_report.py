@@ -166,3 +166,13 @@ def test_refusals_file(tmp_path: Path) -> None:
         "[sig-apps] Job should adopt matching orphans and release non-matching pods "
         "[Conformance]": "metadata.ownerReferences"
     }
+
+
+def test_a_suite_level_failure_fails_the_count() -> None:
+    before = _spec("", "failed", "cluster not ready", kind="SynchronizedBeforeSuite")
+    after = _spec("", "passed", kind="SynchronizedAfterSuite")
+    counts = report.count(_report(before, after, _spec("a", "skipped")))
+    assert [(s.name, s.message) for s in counts.failed] == [
+        ("[SynchronizedBeforeSuite]", "cluster not ready")
+    ]
+    assert report.unexpected_failures(counts, REFUSALS) == ["[SynchronizedBeforeSuite]"]

@@ -91,8 +91,24 @@ def specs(reports: list[dict[str, Any]]) -> list[Spec]:
     return out
 
 
+def suite_failures(reports: list[dict[str, Any]]) -> list[Spec]:
+    """Failed nodes that are not specs (BeforeSuite, AfterSuite, ReportAfterSuite...):
+    ginkgo then fails the run, and so does the count."""
+    out = []
+    for report in reports:
+        for node in report.get("SpecReports") or []:
+            kind = str(node.get("LeafNodeType", ""))
+            if kind == "It" or node.get("State") in {PASSED, SKIPPED, PENDING, None}:
+                continue
+            failure = node.get("Failure") or {}
+            message = str(failure.get("Message", "")).strip()
+            out.append(Spec(f"[{kind}]", str(node["State"]), message, 0.0))
+    return out
+
+
 def count(reports: list[dict[str, Any]]) -> Counts:
     counts = Counts(seconds=sum(float(r.get("RunTime", 0)) / 1e9 for r in reports))
+    counts.failed.extend(suite_failures(reports))
     for spec in specs(reports):
         if spec.state == PENDING or (spec.state == SKIPPED and not spec.message):
             continue  # not selected by the focus and label filter
