@@ -207,6 +207,10 @@ helm-kind: install ## the Helm chart with the image $(IMAGE) in the current kube
 kind-test: install ## the whole kind flow: kind-up image kind-load deploy e2e-kind helm-kind, then kind-down
 	hack/kind/test.sh
 
+.PHONY: conformance
+conformance: install ## upstream [Conformance] specs (Pods, PodTemplates, sig-apps workloads) on kind $(CLUSTER), with the webhook and without it; counts side by side
+	PYTHON=$(PY) NAMESPACE=$(NAMESPACE) IMAGE=$(IMAGE) $(KIND_ENV) hack/kind/conformance/all.sh
+
 .PHONY: clean
 clean: ## remove the venv and caches (not the Go binaries cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

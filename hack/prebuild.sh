@@ -7,7 +7,8 @@
 #   hack/prebuild.sh wait     wait for them; exit status and, on failure, the log's tail
 #   hack/prebuild.sh stop     stop them if still running (.ci/run on its way out)
 # What is built: the control plane of $K8S_NEWEST (tests/e2e/controlplane/build.sh) and
-# the kind node's binaries (hack/kind/build-binaries.sh).
+# the kind node's binaries (hack/kind/build-binaries.sh), the upstream e2e test binary,
+# agnhost and ginkgo of the kind flow's conformance subset (hack/kind/conformance/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${XDG_CACHE_HOME:-$HOME/.cache}/pod-replace-guard/prebuild
@@ -22,6 +23,7 @@ case ${1:-} in
       rc=0
       K8S_VERSION="$1" tests/e2e/controlplane/build.sh >/dev/null || rc=$?
       hack/kind/build-binaries.sh >/dev/null || rc=$?
+      hack/kind/conformance/build.sh >/dev/null || rc=$?
       echo "$rc" >"$2/rc"' prebuild "${K8S_NEWEST:?}" "$state" >>"$state/log" 2>&1 </dev/null &
     echo $! >"$state/pid"
     ;;

@@ -4,7 +4,12 @@ source "$(dirname "$0")/lib.sh"
 
 [[ -x "$KIND_BIN" ]] && docker info >/dev/null 2>&1 || exit 0
 "$KIND_BIN" delete cluster --name "$CLUSTER"
-docker rm -f prg-kind-node-build >/dev/null 2>&1 || true
+# The node image's build container, left by an interrupted build: only with the default
+# cluster, since up.sh of another cluster on this machine may be building with it now.
+[[ $CLUSTER == pod-replace-guard ]] && { docker rm -f prg-kind-node-build >/dev/null 2>&1 || true; }
+# Another kind cluster still running here (a second CLUSTER on the same machine) shares
+# those cgroups: the empty ones below may be its kubelet's, so leave them.
+[[ -z $("$KIND_BIN" get clusters 2>/dev/null) ]] || exit 0
 # cgroup v1 controllers that Docker does not mount into the nodes (hugetlb, perf_event,
 # net_cls,net_prio) were mounted by the nodes' systemd at the hierarchy root, so kubelet's
 # cgroups in them outlive the nodes. Remove those (empty) leftovers, deepest first.

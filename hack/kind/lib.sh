@@ -16,6 +16,12 @@ KIND_CACHE=${KIND_CACHE:-$CACHE_ROOT/kind}
 KIND_BIN=${KIND_BIN:-$KIND_CACHE/bin/kind}
 K8S_BIN=$CACHE_ROOT/k8s-v$K8S_VERSION/bin
 KUBECONFIG_KIND=${KUBECONFIG_KIND:-$KIND_CACHE/kubeconfig-$CLUSTER}
+# A second cluster on the same machine (CLUSTER other than the default) gets a kubeconfig
+# of its own, unless KUBECONFIG is set: kind would otherwise write it into ~/.kube/config
+# and switch that file's current context, under whoever uses the default cluster there.
+if [[ $CLUSTER != pod-replace-guard && -z ${KUBECONFIG:-} ]]; then
+  export KUBECONFIG=$KUBECONFIG_KIND
+fi
 DEBIAN_SUITE=bookworm
 mkdir -p "$KIND_CACHE/bin" "$KIND_CACHE/logs"
 

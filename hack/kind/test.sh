@@ -40,6 +40,9 @@ timed deploy "$make_" --no-print-directory deploy CLIENT_CA="$KIND_CACHE/admissi
   NETWORK_POLICY_CIDRS="$kind_network"
 kubectl get nodes -o wide
 kubectl get pods -A -o wide
+# A subset of the upstream [Conformance] specs, with the webhook enforcing (make
+# conformance runs all of them, with and without it); any failure fails the flow.
+timed conformance-subset "$HACK_KIND/conformance/ci-subset.sh"
 # -rP: the figures the tests print (updates sent and failed per disruption, the
 # workloads' times with and without the webhook) end up in the log.
 PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -rP" timed e2e-kind "$make_" --no-print-directory e2e-kind

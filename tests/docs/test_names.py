@@ -61,6 +61,10 @@ OTHER_TOOLS_FLAGS = frozenset(
         "--owner",  # gh attestation verify
         "--atomic",  # helm install (Helm 3)
         "--rollback-on-failure",  # helm install (Helm 4)
+        "--procs",  # ginkgo (docs/kind.md, make conformance)
+        "--label-filter",  # ginkgo
+        "--focus",  # ginkgo
+        "--provider",  # e2e.test of k8s.io/kubernetes
     }
 )
 

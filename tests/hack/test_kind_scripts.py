@@ -80,3 +80,28 @@ def test_daemon_json_keeps_other_settings(tmp_path: Path) -> None:
     assert config["runtimes"]["other"] == {"path": "/x"}
     assert config["default-runtime"] == "runc-drop-sys-resource"
     assert config["runtimes"]["runc-drop-sys-resource"]["path"].endswith("runc-drop-sys-resource")
+
+
+@pytest.mark.parametrize(
+    ("cluster", "kubeconfig", "expected"),
+    [
+        ("pod-replace-guard", "", ""),  # the default cluster: kind's own default file
+        ("prg-conf", "", "{cache}/kind/kubeconfig-prg-conf"),  # a second one: its own
+        ("prg-conf", "/x/config", "/x/config"),  # KUBECONFIG set: left alone
+    ],
+)
+def test_a_second_cluster_gets_its_own_kubeconfig(
+    tmp_path: Path, cluster: str, kubeconfig: str, expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update(XDG_CACHE_HOME=str(tmp_path), CLUSTER=cluster)
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
+    result = subprocess.run(
+        ["bash", "-c", f'source {HACK}/kind/lib.sh && echo "${{KUBECONFIG:-}}"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == expected.format(cache=tmp_path / "pod-replace-guard")
