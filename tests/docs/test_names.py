@@ -47,6 +47,8 @@ OTHER_TOOLS_FLAGS = frozenset(
         "--cacert",  # curl
         "--dry-run",  # kubectl
         "--server-side",  # kubectl apply
+        "--bisect",  # benchmarks/policy_cost.py
+        "--minimal",  # benchmarks/policy_cost.py
         "--force",  # kubectl delete
         "--grace-period",  # kubectl delete
         "--type",  # kubectl patch
