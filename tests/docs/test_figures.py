@@ -45,7 +45,8 @@ def test_every_template_key_is_in_results(results: dict[str, Any]) -> None:
 
 def test_a_hand_edited_figure_is_caught(results: dict[str, Any]) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    edited = readme.replace("**+2.2 ms p50**", "**+2.7 ms p50**", 1)
+    shown = f"**+{results['apiserver']['added_p50_ms']:.1f} ms p50**"
+    edited = readme.replace(shown, "**+9.9 ms p50**", 1)
     assert edited != readme
     assert render_docs.render_text(edited, results)[0] == readme
 
@@ -94,9 +95,12 @@ STALE = {
 def test_unified_figures_are_quoted_from_their_key(
     results: dict[str, Any], key: str, shown: str, docs: tuple[str, ...]
 ) -> None:
-    text = shown.format(render_docs.lookup(results, key))
+    value = render_docs.lookup(results, key)
+    # As rounded in prose or to two places in the detailed text (docs/benchmarks.md).
+    texts = {shown.format(value), shown.replace(".1f", ".2f").format(value)}
     for doc in docs:
-        assert text in (REPO / doc).read_text(encoding="utf-8"), (doc, key, text)
+        content = (REPO / doc).read_text(encoding="utf-8")
+        assert any(text in content for text in texts), (doc, key, texts)
 
 
 @pytest.mark.parametrize("doc", sorted(STALE))
