@@ -1,4 +1,4 @@
-"""The Flask application: /validate, /canary, /healthz, /readyz, /metrics.
+"""The Flask application: /validate, /validate/canary/<token>, /healthz, /readyz, /metrics.
 
 HTTP bytes in, AdmissionReview bytes out. The handler never lets an exception escape:
 malformed input is a 4xx with a reason, an unexpected error a 500 that echoes the uid

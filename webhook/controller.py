@@ -413,9 +413,9 @@ class Controller:
             ):
                 webhooks[webhooks.index(mine)] = desired
                 event = "webhook entry updated to the settings"
-            elif _stale_bundles(webhooks, ca_bundle):
+            elif stale := _stale_bundles(webhooks, ca_bundle):
                 # Only the bundle: the digest and writer annotations stay the entry's writer's.
-                for entry in _stale_bundles(webhooks, ca_bundle):
+                for entry in stale:
                     entry.setdefault("clientConfig", {})["caBundle"] = ca_bundle
                 event, entry_written = "caBundle updated", False
             else:
